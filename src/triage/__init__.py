@@ -1,0 +1,1 @@
+"""social-triage: intent and sentiment triage for social-media customer messages."""

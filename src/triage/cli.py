@@ -1,0 +1,54 @@
+"""The `triage` command: ``triage <stage> [hydra overrides]``.
+
+Examples::
+
+    triage prepare                      # the embedded default (data=authored)
+    triage prepare data=social          # authored + public social data
+    triage backbone                     # convert/verify the offline encoder, print its folder
+    triage show data=banking77          # print the composed config
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+from triage.config import ConfigError, load_config, to_yaml
+
+STAGES = {
+    "prepare": "triage.prepare",
+    "backbone": "triage.backbone",
+}
+USAGE = ("usage: triage <stage> [key=value ...]\n"
+         f"stages: {', '.join(STAGES)}, show (print the composed config)\n"
+         "overrides are Hydra's: data=social data.seed=3 model.encoder=/path/to/encoder")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one stage with Hydra overrides; return the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    stage, overrides = argv[0], argv[1:]
+    if stage not in STAGES and stage != "show":
+        print(f"triage: unknown stage {stage!r}\n{USAGE}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+                        datefmt="%H:%M:%S")
+    try:
+        cfg = load_config(overrides)
+        if stage == "show":
+            print(to_yaml(cfg))
+            return 0
+        importlib.import_module(STAGES[stage]).run(cfg)
+    except (ConfigError, ValueError, FileNotFoundError) as exc:
+        # our errors say what to do; a traceback would only bury that
+        print(f"triage {stage}: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

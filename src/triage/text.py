@@ -1,0 +1,89 @@
+"""Text helpers shared by the data layer: cleaning, the deduplication key, PII masking and
+language detection. Pure functions on strings; no I/O."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from functools import cache
+
+# Control and format characters (zero-width spaces, BOMs, bidi marks) that carry no meaning in a
+# message but make identical texts look different.
+_INVISIBLE = re.compile(r"[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f\u200b-\u200f\u2060\ufeff]")
+_SPACES = re.compile(r"\s+")
+_NON_WORD = re.compile(r"[\W_]+")
+
+
+def clean_text(text: str) -> str:
+    """Remove invisible characters, turn every run of whitespace into one space, strip.
+
+    The text is otherwise kept as written (case, emoji, accents): the tokenizer does its own
+    NFKC normalisation, and casing carries signal (ALL-CAPS anger).
+    """
+    return _SPACES.sub(" ", _INVISIBLE.sub("", text)).strip()
+
+
+def dedup_key(text: str) -> str:
+    """The key under which two messages count as the same text.
+
+    NFKC (full-width and compatibility forms fold to plain ones), case-folded, with punctuation,
+    emoji and symbols removed and whitespace collapsed: "Waar blijft mn pakket??" and
+    "waar blijft mn pakket" share a key. Texts with no letters or digits (emoji-only comments)
+    keep their cleaned form as key so that different emoji stay different.
+    """
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    key = _NON_WORD.sub(" ", folded).strip()
+    return key or clean_text(folded)
+
+
+# PII patterns, applied in this order (URLs before emails and handles, so that an @ inside a URL
+# is masked once). Placeholders are plain words in angle brackets that survive tokenisation.
+_PII_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("<URL>", re.compile(r"\b(?:https?://|www\.)\S+|\b[\w-]+(?:\.[\w-]+)*\.(?:com|nl|be|io|ly|net|org|eu|de|co)/\S*", re.I)),
+    ("<EMAIL>", re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")),
+    ("<USER>", re.compile(r"(?<![\w@])@[A-Za-z0-9_.]{2,30}")),
+    # phone numbers (before order numbers, whose digit runs they contain): +31 6 12345678, 06-12345678, (020) 123 4567, +32 470 12 34 56
+    ("<PHONE>", re.compile(r"(?:\+\d{2}[\s-]?|\b0)\(?\d{1,3}\)?(?:[\s-]?\d{2,4}){2,4}\b")),
+    # order-like references: a hashtag or letter prefix followed by digits (#NR-482913, NR482913)
+    # and bare runs of 6+ digits; after phones, which start with + or 0
+    ("<ORDER>", re.compile(r"#?\b[A-Z]{1,4}-?\d{4,}\b|#\d{4,}\b|\b\d{6,12}\b")),
+)
+
+
+def mask_pii(text: str) -> str:
+    """Replace URLs, emails, @handles, order-like numbers and phone numbers by placeholders."""
+    for placeholder, pattern in _PII_PATTERNS:
+        text = pattern.sub(placeholder, text)
+    return text
+
+
+# ISO 639-1 codes that the detector is built for, by lingua's language names.
+_LINGUA_NAMES = {"nl": "DUTCH", "en": "ENGLISH", "de": "GERMAN", "fr": "FRENCH",
+                 "es": "SPANISH", "it": "ITALIAN", "pt": "PORTUGUESE", "tr": "TURKISH"}
+UNDETERMINED = "und"
+
+
+@cache
+def _detector(languages: tuple[str, ...]):
+    # lingua ships its models inside the wheel (offline) and is built for short text; limiting
+    # it to the configured languages makes it both faster and more accurate on 3-word messages.
+    from lingua import Language, LanguageDetectorBuilder
+
+    unknown = [code for code in languages if code not in _LINGUA_NAMES]
+    if unknown:
+        raise ValueError(f"language detection does not know {unknown}; supported: "
+                         f"{sorted(_LINGUA_NAMES)}")
+    if len(languages) < 2:
+        raise ValueError("language detection needs at least two configured languages")
+    chosen = [getattr(Language, _LINGUA_NAMES[code]) for code in languages]
+    return LanguageDetectorBuilder.from_languages(*chosen).build()
+
+
+def detect_languages(texts: Sequence[str], languages: Iterable[str]) -> list[str]:
+    """ISO codes for each text among ``languages``; ``und`` where no language can be told
+    (emoji-only or digits-only texts)."""
+    codes = {v: k for k, v in _LINGUA_NAMES.items()}
+    detector = _detector(tuple(languages))
+    found = detector.detect_languages_in_parallel_of(list(texts))
+    return [codes[lang.name] if lang is not None else UNDETERMINED for lang in found]
