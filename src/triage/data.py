@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from triage.text import UNDETERMINED, clean_text, dedup_key, detect_languages, mask_pii
+from triage.text import clean_text, dedup_key, detect_languages, mask_pii
 
 SCHEMA = ("id", "text", "lang", "intent", "sentiment", "source", "channel", "created_at")
 HEADS = ("intent", "sentiment")
@@ -99,12 +99,16 @@ def load_table(path: Path, fmt: str | None = None, **csv_options: Any) -> pd.Dat
     import datasets
 
     if not path.is_file():
-        raise DataError(f"{path}: file not found. Check the source's `path` (relative paths "
-                        "resolve against the project folder, or paths.public_data for public sets).")
+        raise DataError(
+            f"{path}: file not found. Check the source's `path` (relative paths "
+            "resolve against the project folder, or paths.public_data for public sets)."
+        )
     fmt = fmt or FORMATS.get(path.suffix.lower())
     if fmt not in ("csv", "jsonl", "parquet"):
-        raise DataError(f"{path}: unknown format; set the source's `format` to csv, jsonl or "
-                        "parquet, or use one of the suffixes " + ", ".join(FORMATS))
+        raise DataError(
+            f"{path}: unknown format; set the source's `format` to csv, jsonl or "
+            "parquet, or use one of the suffixes " + ", ".join(FORMATS)
+        )
     if fmt != "parquet":
         check_utf8(path)
     if path.stat().st_size == 0:
@@ -148,19 +152,23 @@ def read_file_source(path: Path, fmt: str | None, columns: dict[str, str]) -> It
         files = [path]
     unknown = set(columns) - set(SCHEMA)
     if unknown:
-        raise DataError(f"columns maps unknown schema fields {sorted(unknown)}; "
-                        f"the fields are {list(SCHEMA)}")
+        raise DataError(
+            f"columns maps unknown schema fields {sorted(unknown)}; the fields are {list(SCHEMA)}"
+        )
     for file in files:
         frame = load_table(file, fmt)
         names = {name: columns.get(name, name) for name in SCHEMA}
         if names["text"] not in frame.columns:
             raise DataError(
                 f"{file}: no text column {names['text']!r}; the file has columns "
-                f"{list(frame.columns)}. Map it with the source's `columns: {{text: <column>}}`.")
+                f"{list(frame.columns)}. Map it with the source's `columns: {{text: <column>}}`."
+            )
         for name in set(columns) - {"text"}:
             if columns[name] not in frame.columns:
-                raise DataError(f"{file}: column {columns[name]!r} (mapped to {name}) not found; "
-                                f"the file has columns {list(frame.columns)}")
+                raise DataError(
+                    f"{file}: column {columns[name]!r} (mapped to {name}) not found; "
+                    f"the file has columns {list(frame.columns)}"
+                )
         present = {name: col for name, col in names.items() if col in frame.columns}
         # line numbers: CSV has a header line, JSONL does not, Parquet has rows
         offset = {"csv": 2, "jsonl": 1}.get(fmt or FORMATS.get(file.suffix.lower(), ""), 0)
@@ -168,14 +176,20 @@ def read_file_source(path: Path, fmt: str | None, columns: dict[str, str]) -> It
         for i, row in enumerate(frame[list(present.values())].itertuples(index=False)):
             values = dict(zip(present, row, strict=True))
             yield RawRow(
-                text=values["text"], where=f"{file}:{label} {i + offset}",
-                intent=values.get("intent"), sentiment=values.get("sentiment"),
-                lang=_opt_str(values.get("lang")), id=_opt_str(values.get("id")),
+                text=values["text"],
+                where=f"{file}:{label} {i + offset}",
+                intent=values.get("intent"),
+                sentiment=values.get("sentiment"),
+                lang=_opt_str(values.get("lang")),
+                id=_opt_str(values.get("id")),
                 channel=_opt_str(values.get("channel")),
-                created_at=_opt_str(values.get("created_at")))
+                created_at=_opt_str(values.get("created_at")),
+            )
 
 
-def read_hub_source(name: str, options: dict[str, Any], columns: dict[str, str]) -> Iterator[RawRow]:
+def read_hub_source(
+    name: str, options: dict[str, Any], columns: dict[str, str]
+) -> Iterator[RawRow]:
     """Rows of a Hugging Face hub dataset (needs internet). ``options``: ``config``, ``split``."""
     import datasets
 
@@ -183,17 +197,26 @@ def read_hub_source(name: str, options: dict[str, Any], columns: dict[str, str])
     try:
         table = datasets.load_dataset(name, options.get("config"), split=split)
     except Exception as exc:
-        raise DataError(f"hub dataset {name!r} cannot be loaded ({exc}). Hub datasets need "
-                        "internet; offline, export it to a local file and use kind: file.") from exc
+        raise DataError(
+            f"hub dataset {name!r} cannot be loaded ({exc}). Hub datasets need "
+            "internet; offline, export it to a local file and use kind: file."
+        ) from exc
     text_col = columns.get("text", "text")
     if text_col not in table.column_names:
-        raise DataError(f"hub dataset {name!r}: no text column {text_col!r}; it has "
-                        f"{table.column_names}. Map it with `columns: {{text: <column>}}`.")
+        raise DataError(
+            f"hub dataset {name!r}: no text column {text_col!r}; it has "
+            f"{table.column_names}. Map it with `columns: {{text: <column>}}`."
+        )
     for i, row in enumerate(table):
-        get = lambda field_: row.get(columns.get(field_, field_))  # noqa: E731
-        yield RawRow(text=row[text_col], where=f"{name}[{split}]:{i}", intent=get("intent"),
-                     sentiment=get("sentiment"), lang=_opt_str(get("lang")),
-                     id=_opt_str(get("id")))
+        values = {f: row.get(columns.get(f, f)) for f in SCHEMA}
+        yield RawRow(
+            text=row[text_col],
+            where=f"{name}[{split}]:{i}",
+            intent=values["intent"],
+            sentiment=values["sentiment"],
+            lang=_opt_str(values["lang"]),
+            id=_opt_str(values["id"]),
+        )
 
 
 def _opt_str(value: Any) -> str | None:
@@ -215,15 +238,18 @@ def check_label_maps(heads: dict[str, list[str] | None], sources: dict[str, Any]
             if not mapping:
                 continue
             if head not in heads:
-                raise DataError(f"data.sources.{name}.{head}_map is set, but the data config has "
-                                f"no {head!r} head (heads: {sorted(heads)})")
+                raise DataError(
+                    f"data.sources.{name}.{head}_map is set, but the data config has "
+                    f"no {head!r} head (heads: {sorted(heads)})"
+                )
             labels = heads[head]
             for raw, target in mapping.items():
                 if target is not None and labels is not None and target not in labels:
                     raise DataError(
                         f"data.sources.{name}.{head}_map maps {raw!r} to {target!r}, which is not "
                         f"a {head} label. Labels: {labels}. Fix the map or add the label to "
-                        f"data.heads.{head}.labels.")
+                        f"data.heads.{head}.labels."
+                    )
 
 
 def map_label(raw: Any, mapping: dict[str, str | None] | None) -> tuple[str | None, str | None]:
@@ -256,8 +282,11 @@ def map_label(raw: Any, mapping: dict[str, str | None] | None) -> tuple[str | No
 
 
 def build_records(
-    source_name: str, rows: Iterable[RawRow], source: dict[str, Any],
-    heads: dict[str, list[str] | None], report: Report,
+    source_name: str,
+    rows: Iterable[RawRow],
+    source: dict[str, Any],
+    heads: dict[str, list[str] | None],
+    report: Report,
 ) -> list[dict[str, Any]]:
     """Clean, validate and label-map one source's rows into schema records.
 
@@ -276,34 +305,52 @@ def build_records(
     for i, row in enumerate(rows):
         report.read[source_name] += 1
         if not isinstance(row.text, str):
-            bad("text is not a string", f"text must be a string, got {row.text!r}. "
-                "Fix the row or drop it.", row.where)
+            bad(
+                "text is not a string",
+                f"text must be a string, got {row.text!r}. Fix the row or drop it.",
+                row.where,
+            )
             continue
         text = clean_text(row.text)
         if not text:
-            bad("empty text", "empty or whitespace-only text. Remove the row or write the "
-                "message.", row.where)
+            bad(
+                "empty text",
+                "empty or whitespace-only text. Remove the row or write the message.",
+                row.where,
+            )
             continue
-        record = {"id": row.id or f"{source_name}-{i}", "text": text,
-                  "lang": row.lang or source["lang"], "source": source_name,
-                  "channel": row.channel, "created_at": row.created_at, "split": row.split}
+        record = {
+            "id": row.id or f"{source_name}-{i}",
+            "text": text,
+            "lang": row.lang or source["lang"],
+            "source": source_name,
+            "channel": row.channel,
+            "created_at": row.created_at,
+            "split": row.split,
+        }
         ok = True
         for head in HEADS:
             raw = getattr(row, head)
             label, problem = map_label(raw, source.get(f"{head}_map"))
             if problem:
-                bad(f"unmapped {head} label",
+                bad(
+                    f"unmapped {head} label",
                     f"{head} {problem} of data.sources.{source_name}.{head}_map; add it there "
-                    "(null to leave it unlabelled) or fix the row.", row.where)
+                    "(null to leave it unlabelled) or fix the row.",
+                    row.where,
+                )
                 ok = False
                 break
             if label is not None and head not in heads:
                 label = None  # the data config has no such head (benchmarks: intent only)
             labels = heads.get(head)
             if label is not None and labels is not None and label not in labels:
-                bad(f"unknown {head} label",
+                bad(
+                    f"unknown {head} label",
                     f"unknown {head} label {label!r}; known labels: {labels}. Fix the row, or "
-                    f"map the name with data.sources.{source_name}.{head}_map.", row.where)
+                    f"map the name with data.sources.{source_name}.{head}_map.",
+                    row.where,
+                )
                 ok = False
                 break
             record[head] = label
@@ -353,8 +400,13 @@ def assign_splits(frame: pd.DataFrame, shares: dict[str, float], seed: int) -> p
     fractions = np.array([shares[s] / total for s in SPLITS])
     split = frame["split"].copy()
     free = split.isna()
-    strata = (frame["lang"].astype(str) + "|" + frame["intent"].fillna("").astype(str) + "|"
-              + np.where(frame["intent"].isna(), frame["sentiment"].fillna("").astype(str), ""))
+    strata = (
+        frame["lang"].astype(str)
+        + "|"
+        + frame["intent"].fillna("").astype(str)
+        + "|"
+        + np.where(frame["intent"].isna(), frame["sentiment"].fillna("").astype(str), "")
+    )
     rng = np.random.default_rng(seed)
     for key in sorted(strata[free].unique()):
         index = frame.index[free & (strata == key)].to_numpy()
@@ -367,7 +419,7 @@ def assign_splits(frame: pd.DataFrame, shares: dict[str, float], seed: int) -> p
             counts[k] += 1
         start = 0
         for name, count in zip(SPLITS, counts, strict=True):
-            split.loc[index[start:start + count]] = name
+            split.loc[index[start : start + count]] = name
             start += count
     return split
 
@@ -378,12 +430,14 @@ def check_no_leakage(frame: pd.DataFrame) -> None:
     per_key = frame.groupby(keys)["split"].nunique()
     shared = per_key[per_key > 1]
     if len(shared):
-        raise DataError(f"{len(shared)} texts appear in more than one split, e.g. "
-                        f"{list(shared.index[:3])}")
+        raise DataError(
+            f"{len(shared)} texts appear in more than one split, e.g. {list(shared.index[:3])}"
+        )
 
 
-def build_dataset(data_cfg: dict[str, Any], project_root: Path,
-                  public_root: Path) -> tuple[pd.DataFrame, dict[str, list[str]], dict]:
+def build_dataset(
+    data_cfg: dict[str, Any], project_root: Path, public_root: Path
+) -> tuple[pd.DataFrame, dict[str, list[str]], dict]:
     """Read every configured source and return ``(records, labels, report)``.
 
     Args:
@@ -419,7 +473,8 @@ def build_dataset(data_cfg: dict[str, Any], project_root: Path,
                 raise DataError(
                     f"data.sources.{name}: {path} not found. Public data is read from "
                     f"paths.public_data ({public_root}); set TRIAGE_DATA_ROOT to the folder that "
-                    "holds the public datasets, or use data=authored.")
+                    "holds the public datasets, or use data=authored."
+                )
             rows = read_public_source(kind, path, source["options"])
         records.extend(build_records(name, rows, source, heads, report))
     if not records:
@@ -450,8 +505,10 @@ def _check_unique_ids(frame: pd.DataFrame, sources: dict[str, Any]) -> None:
     dup = frame["id"].duplicated(keep=False)
     if dup.any():
         ids = sorted(frame.loc[dup, "id"].unique())
-        raise DataError(f"ids must be unique, but {len(ids)} repeat (e.g. {ids[:3]}) in sources "
-                        f"{sorted(frame.loc[dup, 'source'].unique())}. Give every row its own id.")
+        raise DataError(
+            f"ids must be unique, but {len(ids)} repeat (e.g. {ids[:3]}) in sources "
+            f"{sorted(frame.loc[dup, 'source'].unique())}. Give every row its own id."
+        )
 
 
 def _fill_languages(frame: pd.DataFrame, languages: list[str], report: Report) -> None:
@@ -473,15 +530,17 @@ def _deduplicate(frame: pd.DataFrame, report: Report) -> pd.DataFrame:
     winner = {k: i for i, k in zip(frame.index[keep], keys[keep], strict=True)}
     for i in frame.index[~keep]:
         w = winner[keys[i]]
-        same = all(frame.at[i, h] == frame.at[w, h] or pd.isna(frame.at[i, h])
-                   for h in HEADS)
+        same = all(frame.at[i, h] == frame.at[w, h] or pd.isna(frame.at[i, h]) for h in HEADS)
         reason = "duplicate text" if same else "duplicate text with other labels"
-        report.drop(frame.at[i, "source"], reason, f"{frame.at[i, 'id']} (kept {frame.at[w, 'id']})")
+        report.drop(
+            frame.at[i, "source"], reason, f"{frame.at[i, 'id']} (kept {frame.at[w, 'id']})"
+        )
     return frame[keep].reset_index(drop=True)
 
 
-def make_report(frame: pd.DataFrame, labels: dict[str, list[str]], report: Report,
-                data_cfg: dict[str, Any]) -> dict[str, Any]:
+def make_report(
+    frame: pd.DataFrame, labels: dict[str, list[str]], report: Report, data_cfg: dict[str, Any]
+) -> dict[str, Any]:
     """Counts per source, language, label and split; dropped rows by reason; warnings."""
 
     def crosstab(col: str) -> dict[str, dict[str, int]]:
@@ -501,7 +560,7 @@ def make_report(frame: pd.DataFrame, labels: dict[str, list[str]], report: Repor
             warnings.append(f"{head} labels with no train rows: {absent}")
     return {
         "data": data_cfg["name"],
-        "rows": int(len(frame)),
+        "rows": len(frame),
         "splits": {s: int((frame["split"] == s).sum()) for s in SPLITS},
         "read_per_source": dict(report.read),
         "kept_per_source": crosstab("source"),
@@ -536,8 +595,12 @@ def write_atomic(path: Path, write: Any) -> None:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    write_atomic(path, lambda p: p.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n",
-                                              encoding="utf-8"))
+    write_atomic(
+        path,
+        lambda p: p.write_text(
+            json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        ),
+    )
 
 
 def save_splits(frame: pd.DataFrame, labels: dict[str, list[str]], out_dir: Path) -> None:

@@ -24,14 +24,19 @@ def run(cfg: DictConfig) -> Path:
     """Prepare the data of ``cfg.data``; return the output folder."""
     data_cfg = to_container(cfg.data)
     out_dir = Path(data_cfg["out_dir"])
-    log.info("prepare: data=%s, %d source(s) -> %s", data_cfg["name"], len(data_cfg["sources"]),
-             out_dir)
-    frame, labels, report = build_dataset(data_cfg, Path(cfg.paths.root),
-                                          Path(cfg.paths.public_data))
+    log.info(
+        "prepare: data=%s, %d source(s) -> %s", data_cfg["name"], len(data_cfg["sources"]), out_dir
+    )
+    frame, labels, report = build_dataset(
+        data_cfg, Path(cfg.paths.root), Path(cfg.paths.public_data)
+    )
     save_splits(frame, labels, out_dir)
     write_json(out_dir / "report.json", report)
-    log.info("prepare: %d rows: %s", report["rows"],
-             ", ".join(f"{s} {report['splits'][s]}" for s in SPLITS))
+    log.info(
+        "prepare: %d rows: %s",
+        report["rows"],
+        ", ".join(f"{s} {report['splits'][s]}" for s in SPLITS),
+    )
     log.info("languages: %s", {k: sum(v.values()) for k, v in report["languages"].items()})
     for source, reasons in report["dropped"].items():
         log.info("dropped from %s: %s", source, reasons)

@@ -30,8 +30,14 @@ def read_airline(path: Path, options: dict[str, Any]) -> Iterator[RawRow]:
     frame = load_table(path, "csv")
     _need_columns(path, frame.columns, ["text", "airline_sentiment", "tweet_created"])
     for i, row in enumerate(frame.itertuples(index=False)):
-        yield RawRow(text=row.text, sentiment=row.airline_sentiment, where=f"{path}:line {i + 2}",
-                     id=f"airline-{i}", channel="x", created_at=_airline_date(row.tweet_created))
+        yield RawRow(
+            text=row.text,
+            sentiment=row.airline_sentiment,
+            where=f"{path}:line {i + 2}",
+            id=f"airline-{i}",
+            channel="x",
+            created_at=_airline_date(row.tweet_created),
+        )
 
 
 def _airline_date(value: Any) -> str | None:
@@ -42,8 +48,18 @@ def _airline_date(value: Any) -> str | None:
 
 
 # XED numbers Plutchik's emotions alphabetically; neu_en.txt marks neutral lines with 9.
-XED_EMOTIONS = {"1": "anger", "2": "anticipation", "3": "disgust", "4": "fear", "5": "joy",
-                "6": "sadness", "7": "surprise", "8": "trust", "0": "neutral", "9": "neutral"}
+XED_EMOTIONS = {
+    "1": "anger",
+    "2": "anticipation",
+    "3": "disgust",
+    "4": "fear",
+    "5": "joy",
+    "6": "sadness",
+    "7": "surprise",
+    "8": "trust",
+    "0": "neutral",
+    "9": "neutral",
+}
 
 
 def read_xed(path: Path, options: dict[str, Any]) -> Iterator[RawRow]:
@@ -62,8 +78,12 @@ def read_xed(path: Path, options: dict[str, Any]) -> Iterator[RawRow]:
         frame = load_table(file, "csv", sep="\t", column_names=names, quoting=csv.QUOTE_NONE)
         for i, row in enumerate(frame.itertuples(index=False)):
             codes = [c.strip() for c in str(row.label).split(",") if c.strip()]
-            yield RawRow(text=row.text, where=f"{file}:line {i + 1}", id=f"xed-{file.stem}-{i}",
-                         sentiment=[XED_EMOTIONS.get(c, c) for c in codes])
+            yield RawRow(
+                text=row.text,
+                where=f"{file}:line {i + 1}",
+                id=f"xed-{file.stem}-{i}",
+                sentiment=[XED_EMOTIONS.get(c, c) for c in codes],
+            )
 
 
 def read_youtube_spam(path: Path, options: dict[str, Any]) -> Iterator[RawRow]:
@@ -75,9 +95,14 @@ def read_youtube_spam(path: Path, options: dict[str, Any]) -> Iterator[RawRow]:
         frame = load_table(file, "csv")
         _need_columns(file, frame.columns, ["CONTENT", "CLASS", "DATE"])
         for i, row in enumerate(frame.itertuples(index=False)):
-            yield RawRow(text=row.CONTENT, intent=str(row.CLASS), where=f"{file}:line {i + 2}",
-                         id=f"youtube-{file.stem}-{i}", channel="youtube_comment",
-                         created_at=row.DATE)
+            yield RawRow(
+                text=row.CONTENT,
+                intent=str(row.CLASS),
+                where=f"{file}:line {i + 2}",
+                id=f"youtube-{file.stem}-{i}",
+                channel="youtube_comment",
+                created_at=row.DATE,
+            )
 
 
 def read_tweeteval(path: Path, options: dict[str, Any]) -> Iterator[RawRow]:
@@ -89,10 +114,17 @@ def read_tweeteval(path: Path, options: dict[str, Any]) -> Iterator[RawRow]:
         raise DataError("tweeteval: set options.task (offensive, hate, emotion, irony, sentiment)")
     head = options.get("head", "intent")
     for split in options.get("splits", ["train", "val", "test"]):
-        for text, label, where in _aligned(path / task / f"{split}_text.txt",
-                                           path / task / f"{split}_labels.txt"):
-            yield RawRow(text=text, where=where, channel="x", id=f"tweeteval-{task}-{where.split()[-1]}-{split}",
-                         **{head: label})
+        for text, label, where in _aligned(
+            path / task / f"{split}_text.txt", path / task / f"{split}_labels.txt"
+        ):
+            line = where.split()[-1]
+            yield RawRow(
+                text=text,
+                where=where,
+                channel="x",
+                id=f"tweeteval-{task}-{split}-{line}",
+                **{head: label},
+            )
 
 
 def read_fewshot(path: Path, options: dict[str, Any]) -> Iterator[RawRow]:
@@ -105,9 +137,13 @@ def read_fewshot(path: Path, options: dict[str, Any]) -> Iterator[RawRow]:
     pooled = list(options.get("pooled", ["train", "valid"]))
     for split in fixed + pooled:
         for text, label, where in _aligned(path / split / "seq.in", path / split / "label"):
-            yield RawRow(text=text, intent=label, where=where,
-                         id=f"{path.name.lower()}-{split}-{where.split()[-1]}",
-                         split="test" if split in fixed else None)
+            yield RawRow(
+                text=text,
+                intent=label,
+                where=where,
+                id=f"{path.name.lower()}-{split}-{where.split()[-1]}",
+                split="test" if split in fixed else None,
+            )
 
 
 def _aligned(text_file: Path, label_file: Path) -> Iterator[tuple[str, str, str]]:
@@ -121,8 +157,10 @@ def _aligned(text_file: Path, label_file: Path) -> Iterator[tuple[str, str, str]
 def _need_columns(path: Path, have: Any, need: list[str]) -> None:
     missing = [c for c in need if c not in have]
     if missing:
-        raise DataError(f"{path}: missing columns {missing} (has {list(have)}); is this the "
-                        "original file of that dataset?")
+        raise DataError(
+            f"{path}: missing columns {missing} (has {list(have)}); is this the "
+            "original file of that dataset?"
+        )
 
 
 ADAPTERS: dict[str, Callable[[Path, dict[str, Any]], Iterator[RawRow]]] = {

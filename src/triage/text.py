@@ -40,10 +40,18 @@ def dedup_key(text: str) -> str:
 # PII patterns, applied in this order (URLs before emails and handles, so that an @ inside a URL
 # is masked once). Placeholders are plain words in angle brackets that survive tokenisation.
 _PII_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("<URL>", re.compile(r"\b(?:https?://|www\.)\S+|\b[\w-]+(?:\.[\w-]+)*\.(?:com|nl|be|io|ly|net|org|eu|de|co)/\S*", re.I)),
+    (
+        "<URL>",
+        re.compile(
+            r"\b(?:https?://|www\.)\S+"
+            r"|\b[\w-]+(?:\.[\w-]+)*\.(?:com|nl|be|io|ly|net|org|eu|de|co)/\S*",
+            re.I,
+        ),
+    ),
     ("<EMAIL>", re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")),
     ("<USER>", re.compile(r"(?<![\w@])@[A-Za-z0-9_.]{2,30}")),
-    # phone numbers (before order numbers, whose digit runs they contain): +31 6 12345678, 06-12345678, (020) 123 4567, +32 470 12 34 56
+    # phone numbers, before order numbers (whose digit runs they contain):
+    # +31 6 12345678, 06-12345678, (020) 123 4567, +32 470 12 34 56
     ("<PHONE>", re.compile(r"(?:\+\d{2}[\s-]?|\b0)\(?\d{1,3}\)?(?:[\s-]?\d{2,4}){2,4}\b")),
     # order-like references: a hashtag or letter prefix followed by digits (#NR-482913, NR482913)
     # and bare runs of 6+ digits; after phones, which start with + or 0
@@ -59,8 +67,16 @@ def mask_pii(text: str) -> str:
 
 
 # ISO 639-1 codes that the detector is built for, by lingua's language names.
-_LINGUA_NAMES = {"nl": "DUTCH", "en": "ENGLISH", "de": "GERMAN", "fr": "FRENCH",
-                 "es": "SPANISH", "it": "ITALIAN", "pt": "PORTUGUESE", "tr": "TURKISH"}
+_LINGUA_NAMES = {
+    "nl": "DUTCH",
+    "en": "ENGLISH",
+    "de": "GERMAN",
+    "fr": "FRENCH",
+    "es": "SPANISH",
+    "it": "ITALIAN",
+    "pt": "PORTUGUESE",
+    "tr": "TURKISH",
+}
 UNDETERMINED = "und"
 
 
@@ -72,8 +88,9 @@ def _detector(languages: tuple[str, ...]):
 
     unknown = [code for code in languages if code not in _LINGUA_NAMES]
     if unknown:
-        raise ValueError(f"language detection does not know {unknown}; supported: "
-                         f"{sorted(_LINGUA_NAMES)}")
+        raise ValueError(
+            f"language detection does not know {unknown}; supported: {sorted(_LINGUA_NAMES)}"
+        )
     if len(languages) < 2:
         raise ValueError("language detection needs at least two configured languages")
     chosen = [getattr(Language, _LINGUA_NAMES[code]) for code in languages]

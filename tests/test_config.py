@@ -1,0 +1,47 @@
+"""Every config composes, and a typo fails with the key it could not find."""
+
+from __future__ import annotations
+
+import pytest
+
+from triage.config import ConfigError, load_config
+
+DATA_CONFIGS = ["authored", "social", "banking77", "clinc150"]
+
+
+@pytest.mark.parametrize("data", DATA_CONFIGS)
+def test_every_data_config_composes(root, data):
+    cfg = load_config([f"data={data}"], root=root)
+    assert cfg.data.name == data
+    assert cfg.data.out_dir == f"{root}/data/processed/{data}"
+    assert cfg.data.sources, "a data config without sources"
+    assert set(cfg.data.heads) <= {"intent", "sentiment"}
+
+
+def test_social_extends_authored(root):
+    cfg = load_config(["data=social"], root=root)
+    authored = load_config([], root=root)
+    assert "authored" in cfg.data.sources
+    assert list(cfg.data.heads.intent.labels) == list(authored.data.heads.intent.labels)
+    assert len(cfg.data.sources) > 1
+
+
+def test_paths_are_absolute_and_overridable(root, monkeypatch, tmp_path):
+    monkeypatch.setenv("TRIAGE_DATA_ROOT", str(tmp_path))
+    cfg = load_config([], root=root)
+    assert cfg.paths.root == str(root)
+    assert cfg.paths.public_data == str(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "data.splt.test=0.2",  # unknown key
+        "data.seed=abc",  # wrong type
+        "data=nonexistent",  # unknown group option
+        "data.sources.authored.on_invalid=ignore",  # not one of the enum values
+    ],
+)
+def test_bad_override_fails_clearly(root, override):
+    with pytest.raises(ConfigError, match="invalid configuration"):
+        load_config([override], root=root)
