@@ -16,9 +16,10 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-# The main job on the embedded default data: the DVC pipeline (prepare for now).
+# The main job on the embedded default data: the DVC pipeline (prepare for now). DVC runs the
+# stage commands in a shell, so the venv goes first on PATH.
 run: setup
-	$(BIN)/dvc repro
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 test: setup
 	$(BIN)/ruff check src tests
