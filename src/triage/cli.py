@@ -19,6 +19,8 @@ from triage.config import ConfigError, load_config, to_yaml
 STAGES = {
     "prepare": "triage.prepare",
     "backbone": "triage.backbone",
+    "train": "triage.train",
+    "evaluate": "triage.evaluate",
 }
 USAGE = (
     "usage: triage <stage> [key=value ...]\n"

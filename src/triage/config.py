@@ -104,6 +104,46 @@ class ModelConfig:
     cache_dir: str = MISSING
     input_prefix: str = "query: "
     max_length: int = 128
+    dropout: float = 0.1
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 6
+    batch_size: int = 32
+    grad_accum: int = 1
+    lr: float = 5e-5
+    head_lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    freeze_embeddings: bool = True
+    freeze_layers: int = 0
+    label_smoothing: float = 0.0
+    class_weights: bool = False
+    head_weights: dict[str, float] = field(default_factory=dict)
+    monitor: str = "mean"
+    patience: int = 2
+    seed: int = 13
+    mixed_precision: str = "auto"
+    max_train_rows: int | None = None
+    eval_batch_size: int = 64
+    out_dir: str = MISSING
+
+
+@dataclass
+class EvaluateConfig:
+    split: str = "test"
+    batch_size: int = 64
+    out_dir: str = MISSING
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = True
+    uri: str | None = None
+    experiment: str = "social-triage"
+    run_name: str | None = None
 
 
 @dataclass
@@ -117,6 +157,9 @@ class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     data: DataConfig = MISSING
     model: ModelConfig = MISSING
+    train: TrainConfig = MISSING
+    evaluate: EvaluateConfig = MISSING
+    tracking: TrackingConfig = MISSING
 
 
 ConfigStore.instance().store(name="base_config", node=Config)

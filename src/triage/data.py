@@ -576,6 +576,23 @@ def make_report(
 # --------------------------------------------------------------------------------------------
 # Writing and reading prepared data
 
+MISSING_LABEL = -100  # label id of a missing label (PyTorch's cross-entropy ignore_index)
+
+
+def label_ids(frame: pd.DataFrame, labels: dict[str, list[str]]) -> dict[str, np.ndarray]:
+    """Per head, the label index of each row, or ``MISSING_LABEL`` where the label is missing."""
+    out = {}
+    for head, names in labels.items():
+        index = {name: i for i, name in enumerate(names)}
+        out[head] = np.array(
+            [
+                index.get(v, MISSING_LABEL) if isinstance(v, str) else MISSING_LABEL
+                for v in frame[head]
+            ],
+            dtype=np.int64,
+        )
+    return out
+
 
 def write_atomic(path: Path, write: Any) -> None:
     """Write a file through ``write(tmp_path)`` into a temporary sibling, then rename it into

@@ -1,0 +1,136 @@
+"""Experiment tracking: the only module that imports MLflow.
+
+Train starts a run and stores its id in the checkpoint folder (``run_id``); later stages open the
+same run with :meth:`Tracker.resume`. The store is ``tracking.uri`` if set, else
+``MLFLOW_TRACKING_URI``, else an SQLite file in the project (absolute path: DVC may run stages
+outside the workspace). With ``tracking.enabled=false`` every call is a no-op.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+RUN_ID_FILE = "run_id"
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"lr": 1e-4}}`` -> ``{"train.lr": 1e-4}``; lists become strings."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = (
+                value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
+            )
+    return flat
+
+
+def git_state(root: Path) -> dict[str, str]:
+    """The commit and whether the working tree differs from it (``unknown`` outside git)."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    try:
+        return {
+            "git_commit": git("rev-parse", "HEAD"),
+            "git_dirty": str(bool(git("status", "--porcelain", "--untracked-files=no"))),
+        }
+    except (OSError, subprocess.CalledProcessError):
+        return {"git_commit": "unknown", "git_dirty": "unknown"}
+
+
+def fingerprint(path: Path) -> str:
+    """sha256 of a file's bytes (first 16 hex digits): which exact data a run saw."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def default_uri(root: Path) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(root).resolve()}/mlflow.db"
+
+
+def artifact_root(uri: str) -> str | None:
+    """Artifacts of an SQLite store go beside the database file (MLflow's default, ./mlruns
+    under the working directory, would scatter them wherever a stage was started)."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
+    return None
+
+
+class Tracker:
+    """A thin MLflow wrapper that can be switched off.
+
+    Args:
+        enabled: False makes every method a no-op (``run_id`` stays None).
+        uri: tracking URI; None uses :func:`default_uri`.
+        experiment: experiment name.
+        root: project folder, for the default URI.
+    """
+
+    def __init__(self, enabled: bool, uri: str | None, experiment: str, root: Path):
+        self.enabled = enabled
+        self.run_id: str | None = None
+        if enabled:
+            import mlflow
+
+            self._mlflow = mlflow
+            uri = uri or default_uri(root)
+            mlflow.set_tracking_uri(uri)
+            if mlflow.get_experiment_by_name(experiment) is None:
+                mlflow.create_experiment(experiment, artifact_location=artifact_root(uri))
+            mlflow.set_experiment(experiment)
+
+    def start(self, run_name: str | None, tags: dict[str, str]) -> None:
+        if self.enabled:
+            self.run_id = self._mlflow.start_run(run_name=run_name, tags=tags).info.run_id
+
+    def resume(self, run_id: str) -> None:
+        if self.enabled:
+            self.run_id = self._mlflow.start_run(run_id=run_id).info.run_id
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        if self.enabled:
+            # MLflow caps a param value at 6,000 characters (long label maps)
+            self._mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        if self.enabled:
+            # MLflow metric names allow letters, digits, _ - . / and space
+            self._mlflow.log_metrics(
+                {_metric_name(k): float(v) for k, v in metrics.items()}, step=step
+            )
+
+    def log_artifact(self, path: Path, folder: str | None = None) -> None:
+        if self.enabled:
+            self._mlflow.log_artifact(str(path), artifact_path=folder)
+
+    def log_text(self, text: str, name: str) -> None:
+        if self.enabled:
+            self._mlflow.log_text(text, name)
+
+    def end(self, status: str = "FINISHED") -> None:
+        if self.enabled and self.run_id:
+            self._mlflow.end_run(status=status)
+
+
+def _metric_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in name)
+
+
+def read_run_id(checkpoint: Path) -> str | None:
+    """The MLflow run id stored next to a checkpoint, if any."""
+    path = Path(checkpoint) / RUN_ID_FILE
+    return path.read_text().strip() or None if path.is_file() else None
