@@ -206,6 +206,7 @@ def test_pii_masking_switch(root, tmp_path):
 def test_assign_splits_is_stratified_exact_and_deterministic():
     frame = pd.DataFrame(
         {
+            "source": ["user"] * 31,
             "lang": ["nl"] * 20 + ["en"] * 10 + ["en"],
             "intent": ["praise"] * 10 + ["spam"] * 10 + ["praise"] * 10 + [None],
             "sentiment": [None] * 30 + ["neutral"],
@@ -222,9 +223,29 @@ def test_assign_splits_is_stratified_exact_and_deterministic():
     assert not split.equals(assign_splits(frame, shares, seed=2))
 
 
+def test_a_sources_splits_do_not_depend_on_other_sources():
+    def rows(source: str, n: int) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "source": [source] * n,
+                "lang": ["nl"] * n,
+                "intent": ["praise"] * n,
+                "sentiment": [None] * n,
+                "split": [None] * n,
+            }
+        )
+
+    shares = {"train": 0.7, "val": 0.1, "calib": 0.1, "test": 0.1}
+    alone = assign_splits(rows("authored", 40), shares, seed=5)
+    mixed = pd.concat([rows("bitext", 33), rows("authored", 40)], ignore_index=True)
+    together = assign_splits(mixed, shares, seed=5)
+    assert together.iloc[33:].tolist() == alone.tolist()
+
+
 def test_fixed_split_is_kept():
     frame = pd.DataFrame(
         {
+            "source": ["user"] * 4,
             "lang": ["en"] * 4,
             "intent": ["a"] * 4,
             "sentiment": [None] * 4,

@@ -6,6 +6,7 @@ import json
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sklearn.metrics import accuracy_score, f1_score
@@ -13,6 +14,7 @@ from transformers import AutoModel, AutoTokenizer
 
 from triage.config import load_config
 from triage.data import MISSING_LABEL
+from triage.evaluate import run as evaluate
 from triage.metrics import per_class, summary
 from triage.model import (
     TriageModel,
@@ -159,6 +161,21 @@ def test_training_lowers_the_loss_and_tracks_the_run(root, tiny_encoder, tmp_pat
     assert meta["run_id"] == run_id and meta["epoch"] == val["epoch"]
     probs = predict_proba(model, tok, TEXTS, meta["input_prefix"], meta["max_length"])
     assert set(probs) == {"intent", "sentiment"}
+
+    # evaluate adds the test metrics and predictions to the same run
+    cfg.evaluate.out_dir = str(tmp_path / "evaluation")
+    evaluate(cfg)
+    metrics = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())
+    predictions = pd.read_parquet(tmp_path / "evaluation" / "predictions.parquet")
+    test = pd.read_parquet(tmp_path / "data" / "test.parquet")
+    assert predictions["id"].tolist() == test["id"].tolist()
+    accuracy = (predictions["pred_intent"] == predictions["intent"]).mean()
+    assert metrics["test/intent/accuracy"] == pytest.approx(accuracy)
+    assert metrics["test@authored/intent/nl/macro_f1"] == metrics["test/intent/nl/macro_f1"]
+    logged = client.get_run(run_id).data.metrics
+    assert logged["test/sentiment/en/macro_f1"] == pytest.approx(
+        metrics["test/sentiment/en/macro_f1"]
+    )
 
 
 def test_tracking_can_be_switched_off(root, tiny_encoder, tmp_path):

@@ -9,6 +9,7 @@ what was dropped and why.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -368,7 +369,7 @@ def build_records(
 
 def hash_seed(text: str) -> int:
     """A stable seed from a string (Python's hash() is salted per process)."""
-    return int.from_bytes(text.encode("utf-8")[:8].ljust(8, b"\0"), "little") % (2**32)
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little")
 
 
 def _cap_per_label(records: list[dict], cap: int, seed: int, report: Report) -> list[dict]:
@@ -389,10 +390,12 @@ def _cap_per_label(records: list[dict], cap: int, seed: int, report: Report) -> 
 def assign_splits(frame: pd.DataFrame, shares: dict[str, float], seed: int) -> pd.Series:
     """Draw train/val/calib/test for rows without a fixed split, stratified by language and label.
 
-    Within each stratum (language + intent, or language + sentiment for rows with no intent) rows
-    are shuffled with the seed and cut by the shares, the remainder going by largest fraction,
-    so a stratum of 10 rows at 0.7/0.1/0.1/0.1 gives exactly 7/1/1/1 and a stratum of 1 goes to
-    train. Deterministic for a given seed and input order.
+    Within each stratum (source + language + intent, or + sentiment for rows with no intent) rows
+    are shuffled and cut by the shares, the remainder going by largest fraction, so a stratum of
+    10 rows at 0.7/0.1/0.1/0.1 gives exactly 7/1/1/1 and a stratum of 1 goes to train. Each
+    stratum draws from its own generator, seeded by the seed and the stratum's name: a source's
+    rows land in the same splits whatever other sources are added (the authored test split is the
+    same under data=authored and data=social, so the two can be compared on it).
     """
     total = sum(shares.values())
     if total <= 0 or any(v < 0 for v in shares.values()):
@@ -401,15 +404,17 @@ def assign_splits(frame: pd.DataFrame, shares: dict[str, float], seed: int) -> p
     split = frame["split"].copy()
     free = split.isna()
     strata = (
-        frame["lang"].astype(str)
+        frame["source"].astype(str)
+        + "|"
+        + frame["lang"].astype(str)
         + "|"
         + frame["intent"].fillna("").astype(str)
         + "|"
         + np.where(frame["intent"].isna(), frame["sentiment"].fillna("").astype(str), "")
     )
-    rng = np.random.default_rng(seed)
     for key in sorted(strata[free].unique()):
         index = frame.index[free & (strata == key)].to_numpy()
+        rng = np.random.default_rng([seed, hash_seed(key)])
         index = index[rng.permutation(len(index))]
         exact = fractions * len(index)
         counts = np.floor(exact).astype(int)

@@ -3,7 +3,8 @@
 Reads:  ``{train.out_dir}`` (the checkpoint and its MLflow run id) and
         ``{data.out_dir}/{evaluate.split}.parquet``.
 Writes: ``{evaluate.out_dir}/metrics.json`` (``{split}/{head}/{metric}`` overall and
-        ``{split}/{head}/{lang}/{metric}`` per language) and ``predictions.parquet`` (one row
+        ``{split}/{head}/{lang}/{metric}`` per language; the same under ``{split}@{source}``
+        for each source) and ``predictions.parquet`` (one row
         per message: labels, predicted labels and probabilities per head); the same metrics and
         files go into the training run in MLflow.
 """
@@ -37,9 +38,21 @@ def run(cfg: DictConfig) -> Path:
         meta["max_length"],
         cfg.evaluate.batch_size,
     )
-    metrics = score(
-        probs, label_ids(frame, model.labels), frame["lang"].to_numpy(), model.labels, split
-    )
+    targets, langs = label_ids(frame, model.labels), frame["lang"].to_numpy()
+    metrics = score(probs, targets, langs, model.labels, split)
+    # Per source too (`test@authored/...`): the same key in a data=authored run and a
+    # data=social run compares the two on the same authored test messages.
+    for source in sorted(frame["source"].unique()):
+        rows = (frame["source"] == source).to_numpy()
+        metrics.update(
+            score(
+                {h: p[rows] for h, p in probs.items()},
+                {h: t[rows] for h, t in targets.items()},
+                langs[rows],
+                model.labels,
+                f"{split}@{source}",
+            )
+        )
 
     predictions = frame.copy()
     for head, names in model.labels.items():
