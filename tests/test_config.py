@@ -45,3 +45,19 @@ def test_paths_are_absolute_and_overridable(root, monkeypatch, tmp_path):
 def test_bad_override_fails_clearly(root, override):
     with pytest.raises(ConfigError, match="invalid configuration"):
         load_config([override], root=root)
+
+
+@pytest.mark.parametrize("experiment", ["quick", "full"])
+def test_every_experiment_composes_and_overrides_only_what_changes(root, experiment):
+    base = load_config([], root=root)
+    cfg = load_config([f"experiment={experiment}"], root=root)
+    assert cfg.tracking.run_name == experiment
+    changed = {k for k in base.train if base.train[k] != cfg.train[k]}
+    assert changed and changed <= {
+        "epochs",
+        "max_train_rows",
+        "patience",
+        "freeze_embeddings",
+        "lr",
+    }
+    assert cfg.data == base.data
