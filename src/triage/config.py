@@ -132,6 +132,16 @@ class TrainConfig:
 
 
 @dataclass
+class CalibrateConfig:
+    fpr_target: float = 0.05
+    per_language: bool = True
+    min_rows_per_language: int = 60
+    min_decisions: int = 30
+    margin: float = 0.0
+    out_file: str = MISSING
+
+
+@dataclass
 class EvaluateConfig:
     split: str = "test"
     batch_size: int = 64
@@ -158,6 +168,7 @@ class Config:
     data: DataConfig = MISSING
     model: ModelConfig = MISSING
     train: TrainConfig = MISSING
+    calibrate: CalibrateConfig = MISSING
     evaluate: EvaluateConfig = MISSING
     tracking: TrackingConfig = MISSING
 

@@ -6,7 +6,9 @@ label ids in ``0..n_classes-1``; rows without a true label must be removed by th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
+from statistics import NormalDist
 
 import numpy as np
 
@@ -88,3 +90,308 @@ def score(
             for key, value in summary(targets[head][mask], pred[mask], names).items():
                 out[f"{split}/{head}/{lang}/{key}"] = value
     return out
+
+
+# --- Calibration -------------------------------------------------------------------------------
+
+
+def _top_label(probs: np.ndarray, y_true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Top-label confidence and whether the top label (first argmax) is the true one."""
+    probs = np.asarray(probs, dtype=float)
+    y_true = np.asarray(y_true, dtype=int)
+    if probs.ndim != 2 or len(probs) != len(y_true):
+        raise ValueError(f"probs must be (n, k) with n = len(y_true); got {probs.shape}")
+    if probs.shape[1] == 0:
+        return np.zeros(len(probs)), np.zeros(len(probs), dtype=bool)
+    return probs.max(axis=1), probs.argmax(axis=1) == y_true
+
+
+def reliability_bins(
+    probs: np.ndarray, y_true: np.ndarray, n_bins: int = 15, strategy: str = "width"
+) -> dict[str, np.ndarray]:
+    """Top-label confidence and accuracy per confidence bin (the reliability diagram).
+
+    The confidence of a row is its largest probability; it is correct when the first argmax is
+    the true label. Strategies:
+
+    * ``"width"``: ``n_bins`` equal-width bins on [0, 1]; bin ``b`` is ``(lo, hi]``, except the
+      first, which is ``[0, hi]``, so a confidence of exactly 1.0 lands in the last bin and 0.0
+      in the first. ``lo``/``hi`` are the bin edges.
+    * ``"mass"``: rows sorted by confidence (stable, so tied rows keep their row order) and cut
+      into ``n_bins`` consecutive chunks whose sizes differ by at most one (the first chunks get
+      the extra rows, as ``np.array_split``). Tied confidences may therefore be split across two
+      neighbouring bins. ``lo``/``hi`` are the smallest and largest confidence in the bin; with
+      fewer rows than bins the last bins are empty.
+
+    Returns:
+        Arrays of length ``n_bins``: ``lo``, ``hi``, ``count``, ``confidence`` (mean top-label
+        confidence) and ``accuracy``; ``confidence`` and ``accuracy`` (and ``lo``/``hi`` for
+        ``"mass"``) are NaN for empty bins.
+    """
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+    conf, correct = _top_label(probs, y_true)
+    if strategy == "width":
+        edges = np.linspace(0.0, 1.0, n_bins + 1)
+        # searchsorted(side="left") - 1 puts c in the bin with lo < c <= hi; 0.0 gives -1 -> 0.
+        index = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, n_bins - 1)
+        lo, hi = edges[:-1], edges[1:]
+    elif strategy == "mass":
+        order = np.argsort(conf, kind="stable")
+        index = np.empty(len(conf), dtype=int)
+        for b, chunk in enumerate(np.array_split(order, n_bins)):
+            index[chunk] = b
+        lo, hi = np.full(n_bins, np.nan), np.full(n_bins, np.nan)
+        for b, chunk in enumerate(np.array_split(conf[order], n_bins)):
+            if len(chunk):
+                lo[b], hi[b] = chunk[0], chunk[-1]
+    else:
+        raise ValueError(f"strategy must be 'width' or 'mass', got {strategy!r}")
+    count = np.bincount(index, minlength=n_bins)
+    nonempty = count > 0
+    mean_conf = np.full(n_bins, np.nan)
+    accuracy = np.full(n_bins, np.nan)
+    mean_conf[nonempty] = np.bincount(index, weights=conf, minlength=n_bins)[nonempty]
+    accuracy[nonempty] = np.bincount(index, weights=correct, minlength=n_bins)[nonempty]
+    mean_conf[nonempty] /= count[nonempty]
+    accuracy[nonempty] /= count[nonempty]
+    return {"lo": lo, "hi": hi, "count": count, "confidence": mean_conf, "accuracy": accuracy}
+
+
+def _bin_gaps(bins: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Counts and ``|accuracy - confidence|`` of the non-empty bins."""
+    nonempty = bins["count"] > 0
+    return bins["count"][nonempty], np.abs(bins["accuracy"] - bins["confidence"])[nonempty]
+
+
+def ece(probs: np.ndarray, y_true: np.ndarray, n_bins: int = 15, strategy: str = "width") -> float:
+    """Expected calibration error of the top-label confidence.
+
+    ``sum_b (|b| / n) * |acc_b - conf_b|`` over the bins of :func:`reliability_bins` (see there
+    for the binning); 0.0 for no rows.
+    """
+    count, gap = _bin_gaps(reliability_bins(probs, y_true, n_bins, strategy))
+    return float((count * gap).sum() / count.sum()) if count.sum() else 0.0
+
+
+def mce(probs: np.ndarray, y_true: np.ndarray, n_bins: int = 15, strategy: str = "width") -> float:
+    """Maximum calibration error: the largest ``|acc_b - conf_b|`` over the non-empty bins of
+    :func:`reliability_bins`; 0.0 for no rows."""
+    _, gap = _bin_gaps(reliability_bins(probs, y_true, n_bins, strategy))
+    return float(gap.max()) if len(gap) else 0.0
+
+
+def brier(probs: np.ndarray, y_true: np.ndarray) -> float:
+    """Multiclass Brier score: mean over rows of ``sum_k (p_k - onehot_k)^2`` (range 0..2).
+
+    For two classes this is twice the binary ``mean((p_1 - y)^2)`` that
+    ``sklearn.metrics.brier_score_loss`` reports by default. 0.0 for no rows.
+    """
+    probs = np.asarray(probs, dtype=float)
+    y_true = np.asarray(y_true, dtype=int)
+    if not len(y_true):
+        return 0.0
+    onehot = np.zeros_like(probs)
+    onehot[np.arange(len(y_true)), y_true] = 1.0
+    return float(((probs - onehot) ** 2).sum(axis=1).mean())
+
+
+def nll(probs: np.ndarray, y_true: np.ndarray, eps: float = 1e-12) -> float:
+    """Mean negative log-likelihood (natural log) of the true class, its probability clipped to
+    ``[eps, 1]``; 0.0 for no rows."""
+    probs = np.asarray(probs, dtype=float)
+    y_true = np.asarray(y_true, dtype=int)
+    if not len(y_true):
+        return 0.0
+    p_true = np.clip(probs[np.arange(len(y_true)), y_true], eps, 1.0)
+    return float(-np.log(p_true).mean())
+
+
+# --- Selective prediction ----------------------------------------------------------------------
+
+
+def risk_coverage(confidence: np.ndarray, correct: np.ndarray) -> dict[str, np.ndarray]:
+    """Risk–coverage curve: error rate among the most confident rows, per coverage.
+
+    Rows are sorted by confidence, highest first. Tied confidences form one step (a threshold
+    takes all of them or none), so the curve has one point per distinct confidence value, from
+    the highest down: point ``j`` keeps the ``m_j`` rows with ``confidence >= threshold[j]``.
+    Without ties this is one point per ``m = 1..n``.
+
+    Returns:
+        ``coverage`` (``m_j / n``), ``risk`` (share of errors among those ``m_j`` rows) and
+        ``threshold`` (the confidence value of the step); empty arrays for no rows.
+    """
+    confidence = np.asarray(confidence, dtype=float)
+    correct = np.asarray(correct, dtype=bool)
+    if confidence.shape != correct.shape or confidence.ndim != 1:
+        raise ValueError("confidence and correct must be 1-d arrays of the same length")
+    order = np.argsort(-confidence, kind="stable")
+    conf, errors = confidence[order], np.cumsum(~correct[order])
+    # The last row of each run of equal confidences closes a step.
+    last = np.flatnonzero(np.append(conf[1:] != conf[:-1], True)) if len(conf) else np.arange(0)
+    kept = last + 1
+    return {
+        "coverage": kept / len(conf) if len(conf) else np.zeros(0),
+        "risk": errors[last] / kept,
+        "threshold": conf[last],
+    }
+
+
+def aurc(confidence: np.ndarray, correct: np.ndarray) -> float:
+    """Area under the risk–coverage curve of :func:`risk_coverage` (lower is better).
+
+    ``AURC = sum_j (coverage_j - coverage_{j-1}) * risk_j`` with ``coverage_0 = 0``: a step
+    function integrated with each step's risk taken at its right end. Equivalently, the mean
+    over all rows of the risk at the step that takes the row. Without ties every increment is
+    ``1/n`` and this is ``mean_{m=1..n} risk_m``, the AURC of Geifman et al. (2019). 0.0 for no
+    rows.
+    """
+    curve = risk_coverage(confidence, correct)
+    if not len(curve["coverage"]):
+        return 0.0
+    return float((np.diff(curve["coverage"], prepend=0.0) * curve["risk"]).sum())
+
+
+def coverage_at(probs: np.ndarray, thresholds: np.ndarray, margin: float = 0.0) -> np.ndarray:
+    """Which rows are decided automatically under per-class thresholds.
+
+    A row is decided when the probability of its top class (first argmax) is ``>=`` that class's
+    threshold and, when ``margin > 0``, the gap between its two largest probabilities is
+    ``>= margin`` (it abstains when ``top1 - top2 < margin``; the comparisons are exact, so
+    mind float rounding at the boundary). A threshold of ``np.inf`` keeps a class manual.
+
+    Args:
+        probs: ``(n, k)`` probabilities.
+        thresholds: ``(k,)`` threshold per class.
+        margin: Smallest allowed gap between the top two probabilities.
+
+    Returns:
+        Boolean ``(n,)`` array, True where the row is decided automatically.
+    """
+    probs = np.asarray(probs, dtype=float)
+    thresholds = np.asarray(thresholds, dtype=float)
+    if probs.ndim != 2 or thresholds.shape != (probs.shape[1],):
+        raise ValueError(f"thresholds must have shape ({probs.shape[-1]},); got {thresholds.shape}")
+    if not probs.size:
+        return np.zeros(len(probs), dtype=bool)
+    top = probs.argmax(axis=1)
+    top1 = probs[np.arange(len(probs)), top]
+    decided = top1 >= thresholds[top]
+    if margin > 0 and probs.shape[1] > 1:
+        top2 = np.partition(probs, -2, axis=1)[:, -2]
+        decided &= top1 - top2 >= margin
+    return decided
+
+
+def selective_report(
+    probs: np.ndarray,
+    y_true: np.ndarray,
+    thresholds: np.ndarray,
+    labels: Sequence[str],
+    margin: float = 0.0,
+) -> dict[str, float]:
+    """Coverage and errors of the automatic decisions of :func:`coverage_at`.
+
+    Keys: ``n``; ``coverage`` (share of rows decided) and ``n_auto`` (how many);
+    ``selective_accuracy`` / ``selective_error`` (share of decided rows whose top class is / is
+    not the true class; both 0.0 when nothing is decided); and per class ``<label>``:
+
+    * ``fpr_auto/<label>`` = (# decided rows predicted ``<label>`` whose true class is another)
+      / (# rows whose true class is another, decided or not). The denominator is all rows of the
+      other classes, so this is the one-vs-rest FPR of :func:`per_class` with undecided rows
+      counted as "not ``<label>``", and comparable to it; 0.0 when there are no such rows.
+    * ``precision_auto/<label>`` = share of the rows decided as ``<label>`` that are truly
+      ``<label>`` (0.0 when none is decided as ``<label>``).
+    * ``n_auto/<label>`` = number of rows decided as ``<label>``.
+
+    and ``fpr_auto_max``, the largest ``fpr_auto`` over the classes.
+    """
+    probs = np.asarray(probs, dtype=float)
+    y_true = np.asarray(y_true, dtype=int)
+    n_classes = len(labels)
+    if probs.ndim != 2 or probs.shape != (len(y_true), n_classes):
+        raise ValueError(f"probs must have shape ({len(y_true)}, {n_classes}); got {probs.shape}")
+    decided = coverage_at(probs, thresholds, margin)
+    pred = probs.argmax(axis=1) if n_classes else np.zeros(len(y_true), dtype=int)
+    matrix = confusion_matrix(y_true[decided], pred[decided], n_classes)
+    tp = np.diag(matrix).astype(float)
+    n_auto = matrix.sum(axis=0).astype(float)
+    negatives = (len(y_true) - np.bincount(y_true, minlength=n_classes)).astype(float)
+    fpr = _ratio(n_auto - tp, negatives)
+    precision = _ratio(tp, n_auto)
+    n_decided = int(decided.sum())
+    out = {
+        "n": float(len(y_true)),
+        "coverage": n_decided / len(y_true) if len(y_true) else 0.0,
+        "n_auto": float(n_decided),
+        "selective_accuracy": float(tp.sum() / n_decided) if n_decided else 0.0,
+        "selective_error": float(1.0 - tp.sum() / n_decided) if n_decided else 0.0,
+        "fpr_auto_max": float(fpr.max()) if n_classes else 0.0,
+    }
+    for i, label in enumerate(labels):
+        out[f"fpr_auto/{label}"] = float(fpr[i])
+        out[f"precision_auto/{label}"] = float(precision[i])
+        out[f"n_auto/{label}"] = float(n_auto[i])
+    return out
+
+
+# --- Uncertainty of the estimates --------------------------------------------------------------
+
+
+def bootstrap_ci(
+    metric_fn: Callable[..., float],
+    *arrays: np.ndarray,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """Point estimate and percentile bootstrap interval of a metric over rows.
+
+    Each resample draws ``n`` row indices with replacement (``np.random.default_rng(seed)``)
+    and applies the same indices to every array; the interval is the ``alpha/2`` and
+    ``1 - alpha/2`` quantiles (linear interpolation) of the ``n_boot`` resampled values.
+
+    Args:
+        metric_fn: Called as ``metric_fn(*arrays)`` and returns a float, e.g. ``ece``.
+        *arrays: Arrays with the same number of rows (first axis).
+        n_boot: Number of resamples.
+        alpha: 1 - confidence level of the interval.
+        seed: Seed; the result is deterministic for a given seed.
+
+    Returns:
+        ``(estimate on all rows, lower, upper)``.
+    """
+    arrays_ = [np.asarray(a) for a in arrays]
+    if not arrays_ or len({len(a) for a in arrays_}) != 1 or not len(arrays_[0]):
+        raise ValueError("bootstrap_ci needs one or more non-empty arrays of the same length")
+    n = len(arrays_[0])
+    rng = np.random.default_rng(seed)
+    values = np.empty(n_boot)
+    for i in range(n_boot):
+        index = rng.integers(0, n, size=n)
+        values[i] = metric_fn(*(a[index] for a in arrays_))
+    lower, upper = np.quantile(values, [alpha / 2, 1 - alpha / 2])
+    return float(metric_fn(*arrays_)), float(lower), float(upper)
+
+
+def wilson_interval(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion ``k / n`` (two-sided, level ``1 - alpha``).
+
+    With ``z`` the ``1 - alpha/2`` normal quantile and ``p = k / n``: centre
+    ``(p + z^2 / 2n) / (1 + z^2 / n)``, half-width ``z sqrt(p(1-p)/n + z^2/4n^2) / (1 + z^2/n)``.
+    The upper end is a one-sided ``1 - alpha/2`` upper bound (e.g. for an FPR: pass
+    ``alpha=0.10`` for a one-sided 95% bound). ``n == 0`` gives ``(0.0, 1.0)``.
+    """
+    if n < 0 or not 0 <= k <= max(n, 0):
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    if n == 0:
+        return 0.0, 1.0
+    z = NormalDist().inv_cdf(1 - alpha / 2)
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    lower = 0.0 if k == 0 else max(0.0, centre - half)
+    upper = 1.0 if k == n else min(1.0, centre + half)
+    return lower, upper

@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from triage.backbone import mean_pool
+from triage.calibration import softmax
 from triage.data import MISSING_LABEL
 from triage.tracking import RUN_ID_FILE
 
@@ -183,7 +184,7 @@ def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> dict[str, torc
 
 
 @torch.inference_mode()
-def predict_proba(
+def predict_logits(
     model: TriageModel,
     tokenizer: Any,
     texts: Sequence[str],
@@ -191,7 +192,7 @@ def predict_proba(
     max_length: int,
     batch_size: int = 64,
 ) -> dict[str, np.ndarray]:
-    """Softmax probabilities per head, ``(len(texts), n_labels)``, in the order of ``texts``.
+    """Logits per head, ``(len(texts), n_labels)`` float32, in the order of ``texts``.
 
     Batches are formed from texts of similar length, so little compute goes to padding.
     """
@@ -208,5 +209,18 @@ def predict_proba(
         batch = pad_batch([ids[i] for i in index], tokenizer.pad_token_id)
         logits = model(**{k: v.to(device) for k, v in batch.items()})
         for head, value in logits.items():
-            out[head][index] = torch.softmax(value.float(), dim=-1).cpu().numpy()
+            out[head][index] = value.float().cpu().numpy()
     return out
+
+
+def predict_proba(
+    model: TriageModel,
+    tokenizer: Any,
+    texts: Sequence[str],
+    prefix: str,
+    max_length: int,
+    batch_size: int = 64,
+) -> dict[str, np.ndarray]:
+    """Uncalibrated softmax probabilities per head (see :func:`predict_logits`)."""
+    logits = predict_logits(model, tokenizer, texts, prefix, max_length, batch_size)
+    return {head: softmax(value) for head, value in logits.items()}

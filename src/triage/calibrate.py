@@ -1,0 +1,116 @@
+"""Stage `calibrate`: temperatures and automation thresholds, fitted on the calib split.
+
+Reads:  the checkpoint in ``{train.out_dir}`` and ``{data.out_dir}/calib.parquet``.
+Writes: ``{calibrate.out_file}`` (default ``models/calibration.json``): per head the global
+        temperature, per-language temperatures where they help, NLL and ECE before and after,
+        and per class the threshold with how it was obtained; the target and margin rule. The
+        numbers also go into the training run in MLflow (``calib/{head}/...``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig
+
+from triage.calibration import (
+    calibrated_probs,
+    choose_thresholds,
+    fit_language_temperatures,
+    fit_temperature,
+    save_calibration,
+    softmax,
+)
+from triage.data import MISSING_LABEL, label_ids, load_split
+from triage.metrics import ece, nll
+from triage.model import load_checkpoint, predict_logits
+from triage.tracking import Tracker, read_run_id
+
+log = logging.getLogger(__name__)
+
+
+def calibrate_head(
+    logits: np.ndarray, y: np.ndarray, langs: np.ndarray, labels: list[str], cfg: DictConfig
+) -> dict:
+    """Fit one head's temperature(s) and thresholds on its labelled calib rows."""
+    known = y != MISSING_LABEL
+    logits, y, langs = logits[known], y[known], langs[known]
+    temperature = fit_temperature(logits, y)
+    head: dict = {"temperature": temperature, "n_calib": int(known.sum())}
+    if cfg.per_language:
+        head["languages"] = fit_language_temperatures(
+            logits, y, langs, temperature, cfg.min_rows_per_language
+        )
+    before, after = softmax(logits), calibrated_probs(logits, langs, head)
+    head["before"] = {"nll": nll(before, y), "ece": ece(before, y)}
+    head["after"] = {"nll": nll(after, y), "ece": ece(after, y)}
+    head["thresholds"] = choose_thresholds(
+        after, y, labels, cfg.fpr_target, cfg.min_decisions, cfg.margin
+    )
+    return head
+
+
+def run(cfg: DictConfig) -> Path:
+    """Calibrate the checkpoint of ``cfg.train.out_dir``; return the calibration file."""
+    checkpoint, out_file = Path(cfg.train.out_dir), Path(cfg.calibrate.out_file)
+    model, tokenizer, meta = load_checkpoint(checkpoint)
+    frame = load_split(Path(cfg.data.out_dir), "calib")
+    logits = predict_logits(
+        model, tokenizer, frame["text"].tolist(), meta["input_prefix"], meta["max_length"]
+    )
+    targets, langs = label_ids(frame, model.labels), frame["lang"].to_numpy()
+    heads = {
+        head: calibrate_head(logits[head], targets[head], langs, names, cfg.calibrate)
+        for head, names in model.labels.items()
+    }
+    result = {
+        "fpr_target": cfg.calibrate.fpr_target,
+        "margin": cfg.calibrate.margin,
+        "min_decisions": cfg.calibrate.min_decisions,
+        "split": "calib",
+        "heads": heads,
+    }
+    save_calibration(out_file, result)
+
+    metrics = {}
+    for head, fit in heads.items():
+        log.info(
+            "%s: T=%.3f, NLL %.4f -> %.4f, ECE %.4f -> %.4f",
+            head,
+            fit["temperature"],
+            fit["before"]["nll"],
+            fit["after"]["nll"],
+            fit["before"]["ece"],
+            fit["after"]["ece"],
+        )
+        for lang, value in fit.get("languages", {}).items():
+            log.info("  %s: T=%.3f (%s)", lang, value["temperature"], value["why"])
+        hows = [t["how"] for t in fit["thresholds"].values()]
+        log.info(
+            "  thresholds: %d own, %d global, %d never",
+            hows.count("class"),
+            hows.count("global"),
+            hows.count("never"),
+        )
+        metrics.update(
+            {
+                f"calib/{head}/temperature": fit["temperature"],
+                **{
+                    f"calib/{head}/{k}_{when}": v
+                    for when in ("before", "after")
+                    for k, v in fit[when].items()
+                },
+            }
+        )
+    tracker = Tracker(
+        cfg.tracking.enabled, cfg.tracking.uri, cfg.tracking.experiment, Path(cfg.paths.root)
+    )
+    run_id = read_run_id(checkpoint)
+    if run_id:
+        tracker.resume(run_id)
+        tracker.log_metrics(metrics)
+        tracker.log_artifact(out_file, "calibration")
+        tracker.end()
+    return out_file

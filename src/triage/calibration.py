@@ -1,0 +1,223 @@
+"""Confidence calibration and automation thresholds, as plain numpy functions.
+
+Temperature scaling divides a head's logits by one number ``T`` fitted to minimise the negative
+log-likelihood on held-out data: it changes how confident the model is, never what it predicts.
+A threshold per class then decides which predictions are safe to act on automatically: the
+lowest probability at which the share of wrong automated decisions for that class (false
+positives among automated decisions) stays under the target.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from triage.data import write_json
+
+
+def softmax(logits: np.ndarray, temperature: float | np.ndarray = 1.0) -> np.ndarray:
+    """Row-wise softmax of ``logits / temperature`` (a scalar or one value per row)."""
+    t = np.asarray(temperature, dtype=np.float64)
+    z = np.asarray(logits, dtype=np.float64) / (t[:, None] if t.ndim == 1 else t)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def _nll(logits: np.ndarray, y: np.ndarray, temperature: float = 1.0) -> float:
+    """Mean negative log-likelihood of the true labels at ``temperature``."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    log_norm = np.log(np.exp(z).sum(axis=1))
+    return float(np.mean(log_norm - z[np.arange(len(y)), y]))
+
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray, lo: float = 0.05, hi: float = 20.0) -> float:
+    """The temperature in ``[lo, hi]`` that minimises the NLL (golden-section search).
+
+    The NLL is convex in ``1/T`` (log-sum-exp of a linear function minus a linear term), so it
+    is unimodal in ``log T`` and golden-section search on ``log T`` finds the minimum.
+    """
+    if len(y) == 0:
+        return 1.0
+    a, b = math.log(lo), math.log(hi)
+    ratio = (math.sqrt(5) - 1) / 2
+    c, d = b - ratio * (b - a), a + ratio * (b - a)
+    fc, fd = _nll(logits, y, math.exp(c)), _nll(logits, y, math.exp(d))
+    for _ in range(60):  # shrinks the interval by 0.618^60: far below any useful precision
+        if fc < fd:
+            b, d, fd = d, c, fc
+            c = b - ratio * (b - a)
+            fc = _nll(logits, y, math.exp(c))
+        else:
+            a, c, fc = c, d, fd
+            d = a + ratio * (b - a)
+            fd = _nll(logits, y, math.exp(d))
+    return float(math.exp((a + b) / 2))
+
+
+def fit_language_temperatures(
+    logits: np.ndarray,
+    y: np.ndarray,
+    langs: np.ndarray,
+    global_t: float,
+    min_rows: int,
+    seed: int = 0,
+) -> dict[str, dict[str, float | bool | str]]:
+    """Decide per language whether its own temperature beats the global one.
+
+    A language with at least ``min_rows`` rows gets a two-fold check: its rows are split in two,
+    a temperature is fitted on each half and scored on the other, against the global temperature
+    on the same halves. It keeps its own temperature (fitted on all its rows) only when the
+    held-out NLL is lower; otherwise the global one applies. On the data it was fitted on a
+    per-language temperature always "helps", so only held-out rows can tell.
+
+    Returns:
+        Per language: ``temperature`` (the one to use), ``own`` (kept its own?), and ``why``.
+    """
+    rng = np.random.default_rng(seed)
+    out: dict[str, dict[str, float | bool | str]] = {}
+    for lang in sorted(set(langs)):
+        rows = np.flatnonzero(langs == lang)
+        if len(rows) < min_rows:
+            out[lang] = {
+                "temperature": global_t,
+                "own": False,
+                "why": f"{len(rows)} calib rows < {min_rows}: global temperature",
+            }
+            continue
+        rows = rows[rng.permutation(len(rows))]
+        halves = (rows[: len(rows) // 2], rows[len(rows) // 2 :])
+        own_nll = global_nll = 0.0
+        for fit_rows, test_rows in (halves, halves[::-1]):
+            t = fit_temperature(logits[fit_rows], y[fit_rows])
+            own_nll += _nll(logits[test_rows], y[test_rows], t) / 2
+            global_nll += _nll(logits[test_rows], y[test_rows], global_t) / 2
+        if own_nll < global_nll:
+            t = fit_temperature(logits[rows], y[rows])
+            out[lang] = {
+                "temperature": t,
+                "own": True,
+                "why": f"held-out NLL {own_nll:.4f} < {global_nll:.4f} with the global",
+            }
+        else:
+            out[lang] = {
+                "temperature": global_t,
+                "own": False,
+                "why": f"held-out NLL {own_nll:.4f} >= {global_nll:.4f} with the global",
+            }
+    return out
+
+
+def decided(probs: np.ndarray, margin: float = 0.0) -> np.ndarray:
+    """Rows whose top-2 gap is at least ``margin`` (the margin rule; 0 keeps every row)."""
+    if probs.shape[1] < 2:
+        return np.ones(len(probs), dtype=bool)
+    top2 = np.sort(probs, axis=1)[:, -2:]
+    return (top2[:, 1] - top2[:, 0]) >= margin
+
+
+def lowest_safe_threshold(
+    confidence: np.ndarray, correct: np.ndarray, target: float
+) -> tuple[float, float, int]:
+    """The lowest confidence ``t`` such that, among rows with confidence >= t, the share of wrong
+    ones is at most ``target``.
+
+    Returns:
+        ``(threshold, error_rate, n_decided)`` at that threshold; ``(inf, nan, 0)`` when no
+        threshold works (then nothing is decided automatically).
+    """
+    order = np.argsort(-confidence, kind="stable")
+    conf, wrong = confidence[order], ~correct[order]
+    errors = np.cumsum(wrong)
+    counts = np.arange(1, len(conf) + 1)
+    # only cut between distinct confidences: tied rows are decided together
+    last_of_tie = np.r_[conf[1:] != conf[:-1], True] if len(conf) else np.array([], bool)
+    ok = np.flatnonzero(last_of_tie & (errors <= target * counts))
+    if not len(ok):
+        return math.inf, math.nan, 0
+    m = ok[-1]
+    return float(conf[m]), float(errors[m] / counts[m]), int(counts[m])
+
+
+def choose_thresholds(
+    probs: np.ndarray,
+    y: np.ndarray,
+    labels: list[str],
+    target: float,
+    min_decisions: int,
+    margin: float = 0.0,
+) -> dict[str, dict]:
+    """Per class, the lowest threshold that keeps wrong automated decisions under ``target``.
+
+    A class with fewer than ``min_decisions`` calib rows predicted as it (after the margin
+    rule) gets the global threshold, fitted the same way on all classes pooled, and says so.
+
+    Returns:
+        Per label: ``threshold`` (``inf`` = never automatic), ``how`` (``class``, ``global`` or
+        ``never``), ``why``, and the calib numbers it rests on.
+    """
+    pred = probs.argmax(axis=1)
+    conf = probs.max(axis=1)
+    keep = decided(probs, margin)
+    correct = pred == y
+    g_t, g_err, g_n = lowest_safe_threshold(conf[keep], correct[keep], target)
+    out = {}
+    for k, label in enumerate(labels):
+        rows = keep & (pred == k)
+        n = int(rows.sum())
+        if n < min_decisions:
+            out[label] = {
+                "threshold": g_t,
+                "how": "global",
+                "n_predicted": n,
+                "why": f"{n} calib predictions < {min_decisions}: global threshold "
+                f"(pooled error {g_err:.3f} on {g_n} decisions)",
+            }
+            continue
+        t, err, m = lowest_safe_threshold(conf[rows], correct[rows], target)
+        how = "class" if math.isfinite(t) else "never"
+        why = (
+            f"error {err:.3f} on {m} of {n} calib predictions"
+            if how == "class"
+            else f"no threshold keeps the error under {target} on {n} calib predictions"
+        )
+        out[label] = {"threshold": t, "how": how, "n_predicted": n, "why": why}
+    return out
+
+
+def calibrated_probs(logits: np.ndarray, langs: np.ndarray, head: dict) -> np.ndarray:
+    """Probabilities of one head with its calibration (``calibration.json``'s entry) applied:
+    each row divided by its language's temperature, or the global one."""
+    by_lang = {lang: v["temperature"] for lang, v in head.get("languages", {}).items()}
+    temps = np.array([by_lang.get(lang, head["temperature"]) for lang in langs], dtype=np.float64)
+    return softmax(logits, temps)
+
+
+def save_calibration(path: Path, calibration: dict) -> None:
+    """Write ``calibration.json`` atomically; an infinite threshold (never automatic) is null."""
+
+    def safe(obj):
+        if isinstance(obj, dict):
+            return {k: safe(v) for k, v in obj.items()}
+        if isinstance(obj, float) and not math.isfinite(obj):
+            return None
+        return obj
+
+    write_json(path, safe(calibration))
+
+
+def load_calibration(path: Path) -> dict:
+    """Read ``calibration.json`` back, null thresholds as ``inf``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run `triage calibrate` first")
+    calibration = json.loads(path.read_text(encoding="utf-8"))
+    for head in calibration["heads"].values():
+        for entry in head["thresholds"].values():
+            if entry["threshold"] is None:
+                entry["threshold"] = math.inf
+    return calibration

@@ -1,0 +1,127 @@
+"""Temperature scaling and thresholds on synthetic and literal data."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from triage.calibration import (
+    calibrated_probs,
+    choose_thresholds,
+    decided,
+    fit_language_temperatures,
+    fit_temperature,
+    load_calibration,
+    lowest_safe_threshold,
+    save_calibration,
+    softmax,
+)
+
+
+def overconfident(n: int, k: int = 4, scale: float = 6.0, seed: int = 0):
+    """Logits whose margin s tells how likely the argmax is right (sigmoid(3s - 2)), scaled so
+    that the softmax claims far more confidence than that."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    s = rng.uniform(0, 3, n)
+    right = rng.random(n) < 1 / (1 + np.exp(-(3 * s - 2)))
+    pred = np.where(right, y, (y + rng.integers(1, k, n)) % k)
+    logits = rng.normal(0, 0.3, (n, k))
+    logits[np.arange(n), pred] += s
+    return logits * scale, y
+
+
+def nll(probs, y):
+    return float(-np.mean(np.log(probs[np.arange(len(y)), y])))
+
+
+def test_temperature_lowers_nll_on_overconfident_logits():
+    logits, y = overconfident(2000)
+    t = fit_temperature(logits, y)
+    assert t > 2  # it had to cool the model down
+    assert nll(softmax(logits, t), y) < 0.8 * nll(softmax(logits), y)
+    # temperature never changes the prediction
+    assert (softmax(logits, t).argmax(1) == logits.argmax(1)).all()
+    # the minimum: nearby temperatures are worse
+    for other in (t * 0.9, t * 1.1):
+        assert nll(softmax(logits, t), y) <= nll(softmax(logits, other), y)
+
+
+def test_language_temperature_kept_only_where_it_helps():
+    a_logits, a_y = overconfident(600, seed=1)  # needs cooling
+    b_logits, b_y = overconfident(600, scale=1.0, seed=2)  # already under-confident
+    logits, y = np.r_[a_logits, b_logits], np.r_[a_y, b_y]
+    langs = np.array(["nl"] * 600 + ["en"] * 600)
+    t = fit_temperature(logits, y)
+    per_lang = fit_language_temperatures(logits, y, langs, t, min_rows=100)
+    assert per_lang["nl"]["own"] and per_lang["en"]["own"]
+    assert per_lang["nl"]["temperature"] > t > per_lang["en"]["temperature"]
+    few = fit_language_temperatures(logits, y, langs, t, min_rows=1000)
+    assert not few["nl"]["own"] and "global temperature" in few["nl"]["why"]
+    head = {"temperature": t, "languages": per_lang}
+    probs = calibrated_probs(logits, langs, head)
+    np.testing.assert_allclose(
+        probs[:600], softmax(a_logits, per_lang["nl"]["temperature"]), rtol=1e-5
+    )
+
+
+def test_lowest_safe_threshold_literal():
+    # confidences sorted: .95 ok, .9 ok, .8 wrong, .7 ok, .6 wrong, .5 ok
+    conf = np.array([0.7, 0.95, 0.5, 0.8, 0.9, 0.6])
+    correct = np.array([True, True, True, False, True, False])
+    # error rates going down the list: 0/1, 0/2, 1/3, 1/4, 2/5, 2/6
+    assert lowest_safe_threshold(conf, correct, 0.25) == (0.7, 0.25, 4)
+    assert lowest_safe_threshold(conf, correct, 0.0) == (0.9, 0.0, 2)
+    assert lowest_safe_threshold(conf, correct, 0.5) == (0.5, 2 / 6, 6)
+    t, err, n = lowest_safe_threshold(np.array([0.9]), np.array([False]), 0.05)
+    assert math.isinf(t) and math.isnan(err) and n == 0
+    # tied confidences are decided together: no cut between the two 0.8s
+    conf = np.array([0.9, 0.8, 0.8])
+    assert lowest_safe_threshold(conf, np.array([True, True, False]), 0.3) == (0.9, 0.0, 1)
+    assert lowest_safe_threshold(conf, np.array([True, True, False]), 0.4) == (0.8, 1 / 3, 3)
+
+
+def test_thresholds_meet_the_target_on_the_data_they_were_fitted_on():
+    logits, y = overconfident(3000, k=4, seed=3)
+    probs = softmax(logits, fit_temperature(logits, y))
+    labels = ["a", "b", "c", "d"]
+    chosen = choose_thresholds(probs, y, labels, target=0.05, min_decisions=30)
+    pred, conf = probs.argmax(1), probs.max(1)
+    for k, label in enumerate(labels):
+        entry = chosen[label]
+        assert entry["how"] == "class"
+        auto = (pred == k) & (conf >= entry["threshold"])
+        assert auto.sum() > 0 and (y[auto] != k).mean() <= 0.05
+    # a class with too few predictions falls back to the global threshold, and says so
+    sparse = choose_thresholds(probs, y, labels, target=0.05, min_decisions=10_000)
+    assert {e["how"] for e in sparse.values()} == {"global"}
+    assert len({e["threshold"] for e in sparse.values()}) == 1
+    assert "global threshold" in sparse["a"]["why"]
+
+
+def test_margin_rule():
+    probs = np.array([[0.5, 0.45, 0.05], [0.8, 0.1, 0.1], [0.34, 0.33, 0.33]])
+    assert decided(probs, 0.1).tolist() == [False, True, False]
+    assert decided(probs, 0.0).all()
+
+
+def test_calibration_file_round_trip_keeps_never_as_infinity(tmp_path):
+    calibration = {
+        "fpr_target": 0.05,
+        "heads": {
+            "intent": {
+                "temperature": 1.5,
+                "thresholds": {
+                    "spam": {"threshold": math.inf, "how": "never"},
+                    "praise": {"threshold": 0.8, "how": "class"},
+                },
+            }
+        },
+    }
+    save_calibration(tmp_path / "c.json", calibration)
+    assert '"threshold": null' in (tmp_path / "c.json").read_text()
+    assert load_calibration(tmp_path / "c.json") == calibration
+    with pytest.raises(FileNotFoundError, match="triage calibrate"):
+        load_calibration(tmp_path / "missing.json")
