@@ -10,7 +10,6 @@ import pytest
 from triage.calibration import (
     calibrated_probs,
     choose_thresholds,
-    decided,
     fit_language_temperatures,
     fit_temperature,
     load_calibration,
@@ -101,10 +100,14 @@ def test_thresholds_meet_the_target_on_the_data_they_were_fitted_on():
     assert "global threshold" in sparse["a"]["why"]
 
 
-def test_margin_rule():
+def test_margin_rule_keeps_close_calls_manual():
+    # rows 0 and 2 are close calls (gap .05 and .01) and right; row 1 is clear and wrong
     probs = np.array([[0.5, 0.45, 0.05], [0.8, 0.1, 0.1], [0.34, 0.33, 0.33]])
-    assert decided(probs, 0.1).tolist() == [False, True, False]
-    assert decided(probs, 0.0).all()
+    y = np.array([0, 1, 0])
+    loose = choose_thresholds(probs, y, ["a", "b", "c"], target=0.5, min_decisions=1)
+    assert loose["a"]["threshold"] == 0.34  # 1 wrong in 3: under the 0.5 target
+    strict = choose_thresholds(probs, y, ["a", "b", "c"], target=0.5, min_decisions=1, margin=0.1)
+    assert math.isinf(strict["a"]["threshold"])  # only the wrong row is left to decide
 
 
 def test_calibration_file_round_trip_keeps_never_as_infinity(tmp_path):

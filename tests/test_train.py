@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
-import mlflow
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from sklearn.metrics import accuracy_score, f1_score
@@ -14,7 +10,6 @@ from transformers import AutoModel, AutoTokenizer
 
 from triage.config import load_config
 from triage.data import MISSING_LABEL
-from triage.evaluate import run as evaluate
 from triage.metrics import per_class, summary
 from triage.model import (
     TriageModel,
@@ -113,69 +108,6 @@ def test_freeze(one_head_model):
     assert all(p.requires_grad for p in enc.encoder.layer[1].parameters())
     with pytest.raises(ValueError, match="freeze_layers=5"):
         freeze(one_head_model, embeddings=False, layers=5)
-
-
-def test_training_lowers_the_loss_and_tracks_the_run(root, tiny_encoder, tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    cfg = load_config(
-        [
-            f"data.out_dir={tmp_path}/data",
-            f"model.encoder={tiny_encoder}",
-            f"train.out_dir={tmp_path}/ckpt",
-            "train.epochs=3",
-            "train.lr=1e-3",
-            "train.freeze_embeddings=false",
-            "train.patience=3",
-            "model.max_length=48",
-            f"tracking.uri={uri}",
-            "tracking.run_name=t",
-        ],
-        root=root,
-    )
-    prepare(cfg)
-    out = train(cfg)
-
-    run_id = (out / "run_id").read_text().strip()
-    client = mlflow.MlflowClient(uri)
-    run = client.get_run(run_id)
-    losses = [m.value for m in client.get_metric_history(run_id, "train/loss")]
-    assert len(losses) == 3 and losses[-1] < losses[0] * 0.9
-    assert run.info.status == "FINISHED"
-    assert run.data.tags["git_commit"] and run.data.tags["git_dirty"] in ("True", "False")
-    assert run.data.params["train.lr"] == "0.001"
-    assert len(run.data.params["data_fingerprint.train"]) == 16
-    for key in (
-        "val/intent/macro_f1",
-        "val/sentiment/nl/macro_f1",
-        "val/intent/en/accuracy",
-        "val/intent/fpr/spam",
-        "val/intent/fpr_max",
-    ):
-        assert key in run.data.metrics, key
-    artifacts = {a.path for a in client.list_artifacts(run_id)}
-    assert {"config.yaml", "data"} <= artifacts
-    assert (tmp_path / "mlartifacts").is_dir()  # beside the database, not in the working dir
-
-    val = json.loads((out / "val_metrics.json").read_text())
-    model, tok, meta = load_checkpoint(out)
-    assert meta["run_id"] == run_id and meta["epoch"] == val["epoch"]
-    probs = predict_proba(model, tok, TEXTS, meta["input_prefix"], meta["max_length"])
-    assert set(probs) == {"intent", "sentiment"}
-
-    # evaluate adds the test metrics and predictions to the same run
-    cfg.evaluate.out_dir = str(tmp_path / "evaluation")
-    evaluate(cfg)
-    metrics = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())
-    predictions = pd.read_parquet(tmp_path / "evaluation" / "predictions.parquet")
-    test = pd.read_parquet(tmp_path / "data" / "test.parquet")
-    assert predictions["id"].tolist() == test["id"].tolist()
-    accuracy = (predictions["pred_intent"] == predictions["intent"]).mean()
-    assert metrics["test/intent/accuracy"] == pytest.approx(accuracy)
-    assert metrics["test@authored/intent/nl/macro_f1"] == metrics["test/intent/nl/macro_f1"]
-    logged = client.get_run(run_id).data.metrics
-    assert logged["test/sentiment/en/macro_f1"] == pytest.approx(
-        metrics["test/sentiment/en/macro_f1"]
-    )
 
 
 def test_tracking_can_be_switched_off(root, tiny_encoder, tmp_path):

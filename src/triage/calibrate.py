@@ -1,6 +1,7 @@
 """Stage `calibrate`: temperatures and automation thresholds, fitted on the calib split.
 
-Reads:  the checkpoint in ``{train.out_dir}`` and ``{data.out_dir}/calib.parquet``.
+Reads:  the checkpoint in ``{calibrate.checkpoint}`` (the transformer's by default, or the
+        TF-IDF baseline's) and ``{data.out_dir}/calib.parquet``.
 Writes: ``{calibrate.out_file}`` (default ``models/calibration.json``): per head the global
         temperature, per-language temperatures where they help, NLL and ECE before and after,
         and per class the threshold with how it was obtained; the target and margin rule. The
@@ -25,7 +26,7 @@ from triage.calibration import (
 )
 from triage.data import MISSING_LABEL, label_ids, load_split
 from triage.metrics import ece, nll
-from triage.model import load_checkpoint, predict_logits
+from triage.model import load_predictor
 from triage.tracking import Tracker, read_run_id
 
 log = logging.getLogger(__name__)
@@ -53,17 +54,15 @@ def calibrate_head(
 
 
 def run(cfg: DictConfig) -> Path:
-    """Calibrate the checkpoint of ``cfg.train.out_dir``; return the calibration file."""
-    checkpoint, out_file = Path(cfg.train.out_dir), Path(cfg.calibrate.out_file)
-    model, tokenizer, meta = load_checkpoint(checkpoint)
+    """Calibrate the checkpoint of ``cfg.calibrate.checkpoint``; return the calibration file."""
+    checkpoint, out_file = Path(cfg.calibrate.checkpoint), Path(cfg.calibrate.out_file)
+    predictor = load_predictor(checkpoint)
     frame = load_split(Path(cfg.data.out_dir), "calib")
-    logits = predict_logits(
-        model, tokenizer, frame["text"].tolist(), meta["input_prefix"], meta["max_length"]
-    )
-    targets, langs = label_ids(frame, model.labels), frame["lang"].to_numpy()
+    logits = predictor.logits(frame["text"].tolist())
+    targets, langs = label_ids(frame, predictor.labels), frame["lang"].to_numpy()
     heads = {
         head: calibrate_head(logits[head], targets[head], langs, names, cfg.calibrate)
-        for head, names in model.labels.items()
+        for head, names in predictor.labels.items()
     }
     result = {
         "fpr_target": cfg.calibrate.fpr_target,

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from triage.data import write_json
+from triage.metrics import coverage_at
 
 
 def softmax(logits: np.ndarray, temperature: float | np.ndarray = 1.0) -> np.ndarray:
@@ -112,14 +113,6 @@ def fit_language_temperatures(
     return out
 
 
-def decided(probs: np.ndarray, margin: float = 0.0) -> np.ndarray:
-    """Rows whose top-2 gap is at least ``margin`` (the margin rule; 0 keeps every row)."""
-    if probs.shape[1] < 2:
-        return np.ones(len(probs), dtype=bool)
-    top2 = np.sort(probs, axis=1)[:, -2:]
-    return (top2[:, 1] - top2[:, 0]) >= margin
-
-
 def lowest_safe_threshold(
     confidence: np.ndarray, correct: np.ndarray, target: float
 ) -> tuple[float, float, int]:
@@ -162,7 +155,7 @@ def choose_thresholds(
     """
     pred = probs.argmax(axis=1)
     conf = probs.max(axis=1)
-    keep = decided(probs, margin)
+    keep = coverage_at(probs, np.zeros(probs.shape[1]), margin)  # the margin rule
     correct = pred == y
     g_t, g_err, g_n = lowest_safe_threshold(conf[keep], correct[keep], target)
     out = {}

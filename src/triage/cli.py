@@ -20,6 +20,7 @@ STAGES = {
     "prepare": "triage.prepare",
     "backbone": "triage.backbone",
     "train": "triage.train",
+    "baseline": "triage.baseline",
     "calibrate": "triage.calibrate",
     "evaluate": "triage.evaluate",
 }

@@ -132,19 +132,31 @@ class TrainConfig:
 
 
 @dataclass
+class BaselineConfig:
+    c: float = 10.0
+    seed: int = 13
+    out_dir: str = MISSING
+
+
+@dataclass
 class CalibrateConfig:
     fpr_target: float = 0.05
     per_language: bool = True
     min_rows_per_language: int = 60
     min_decisions: int = 30
     margin: float = 0.0
+    checkpoint: str = MISSING
     out_file: str = MISSING
 
 
 @dataclass
 class EvaluateConfig:
     split: str = "test"
-    batch_size: int = 64
+    checkpoint: str = MISSING
+    calibration: str = MISSING
+    compare_with: str | None = None
+    bootstrap: int = 1000
+    n_bins: int = 15
     out_dir: str = MISSING
 
 
@@ -168,6 +180,7 @@ class Config:
     data: DataConfig = MISSING
     model: ModelConfig = MISSING
     train: TrainConfig = MISSING
+    baseline: BaselineConfig = MISSING
     calibrate: CalibrateConfig = MISSING
     evaluate: EvaluateConfig = MISSING
     tracking: TrackingConfig = MISSING

@@ -1,7 +1,15 @@
-"""Classification metrics as plain numpy functions on label-id arrays.
+"""Classification, calibration and selective-prediction metrics as plain numpy functions.
 
 Used for PyTorch and (later) ONNX outputs alike. ``y_true`` and ``y_pred`` are integer arrays of
 label ids in ``0..n_classes-1``; rows without a true label must be removed by the caller.
+``probs`` is an ``(n, k)`` array of probabilities whose rows sum to 1; its top label is the
+first argmax. As elsewhere here, a metric that is undefined for lack of rows is 0.0.
+
+* Classification: :func:`confusion_matrix`, :func:`per_class`, :func:`summary`, :func:`score`.
+* Calibration: :func:`reliability_bins`, :func:`ece`, :func:`mce`, :func:`brier`, :func:`nll`.
+* Selective prediction (automatic vs. human): :func:`risk_coverage`, :func:`aurc`,
+  :func:`coverage_at`, :func:`selective_report`.
+* Uncertainty of an estimate: :func:`bootstrap_ci`, :func:`wilson_interval`.
 """
 
 from __future__ import annotations
@@ -284,55 +292,50 @@ def coverage_at(probs: np.ndarray, thresholds: np.ndarray, margin: float = 0.0) 
     return decided
 
 
-def selective_report(
+def automation_report(
     probs: np.ndarray,
     y_true: np.ndarray,
     thresholds: np.ndarray,
     labels: Sequence[str],
     margin: float = 0.0,
 ) -> dict[str, float]:
-    """Coverage and errors of the automatic decisions of :func:`coverage_at`.
+    """Coverage and errors of the automated decisions of :func:`coverage_at`.
 
-    Keys: ``n``; ``coverage`` (share of rows decided) and ``n_auto`` (how many);
-    ``selective_accuracy`` / ``selective_error`` (share of decided rows whose top class is / is
-    not the true class; both 0.0 when nothing is decided); and per class ``<label>``:
+    Keys: ``n``; ``coverage`` (share of rows decided automatically) and ``n_auto``;
+    ``auto_accuracy`` (share of automated rows whose top class is the true one; NaN when nothing
+    is automated); and per class:
 
-    * ``fpr_auto/<label>`` = (# decided rows predicted ``<label>`` whose true class is another)
-      / (# rows whose true class is another, decided or not). The denominator is all rows of the
-      other classes, so this is the one-vs-rest FPR of :func:`per_class` with undecided rows
-      counted as "not ``<label>``", and comparable to it; 0.0 when there are no such rows.
-    * ``precision_auto/<label>`` = share of the rows decided as ``<label>`` that are truly
-      ``<label>`` (0.0 when none is decided as ``<label>``).
-    * ``n_auto/<label>`` = number of rows decided as ``<label>``.
+    * ``n_auto/<label>``: rows automated as ``<label>``;
+    * ``auto_fpr/<label>``: the share of those whose true class is another: the false positives
+      among automated decisions, which TAXONOMY.md holds to the target (0.0 when none);
+    * ``auto_fpr_upper/<label>``: its Wilson 95% (two-sided) upper bound (1.0 when none);
 
-    and ``fpr_auto_max``, the largest ``fpr_auto`` over the classes.
+    and ``auto_fpr_max``, the largest ``auto_fpr`` over the classes.
     """
     probs = np.asarray(probs, dtype=float)
     y_true = np.asarray(y_true, dtype=int)
     n_classes = len(labels)
     if probs.ndim != 2 or probs.shape != (len(y_true), n_classes):
         raise ValueError(f"probs must have shape ({len(y_true)}, {n_classes}); got {probs.shape}")
-    decided = coverage_at(probs, thresholds, margin)
+    auto = coverage_at(probs, thresholds, margin)
     pred = probs.argmax(axis=1) if n_classes else np.zeros(len(y_true), dtype=int)
-    matrix = confusion_matrix(y_true[decided], pred[decided], n_classes)
-    tp = np.diag(matrix).astype(float)
-    n_auto = matrix.sum(axis=0).astype(float)
-    negatives = (len(y_true) - np.bincount(y_true, minlength=n_classes)).astype(float)
-    fpr = _ratio(n_auto - tp, negatives)
-    precision = _ratio(tp, n_auto)
-    n_decided = int(decided.sum())
+    matrix = confusion_matrix(y_true[auto], pred[auto], n_classes)
+    right = np.diag(matrix)
+    n_auto = matrix.sum(axis=0)
+    wrong = n_auto - right
+    rate = _ratio(wrong.astype(float), n_auto.astype(float))
+    decided = int(auto.sum())
     out = {
         "n": float(len(y_true)),
-        "coverage": n_decided / len(y_true) if len(y_true) else 0.0,
-        "n_auto": float(n_decided),
-        "selective_accuracy": float(tp.sum() / n_decided) if n_decided else 0.0,
-        "selective_error": float(1.0 - tp.sum() / n_decided) if n_decided else 0.0,
-        "fpr_auto_max": float(fpr.max()) if n_classes else 0.0,
+        "coverage": decided / len(y_true) if len(y_true) else 0.0,
+        "n_auto": float(decided),
+        "auto_accuracy": float(right.sum() / decided) if decided else math.nan,
+        "auto_fpr_max": float(rate.max()) if n_classes else 0.0,
     }
     for i, label in enumerate(labels):
-        out[f"fpr_auto/{label}"] = float(fpr[i])
-        out[f"precision_auto/{label}"] = float(precision[i])
         out[f"n_auto/{label}"] = float(n_auto[i])
+        out[f"auto_fpr/{label}"] = float(rate[i])
+        out[f"auto_fpr_upper/{label}"] = wilson_interval(int(wrong[i]), int(n_auto[i]))[1]
     return out
 
 
@@ -383,7 +386,7 @@ def wilson_interval(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
     The upper end is a one-sided ``1 - alpha/2`` upper bound (e.g. for an FPR: pass
     ``alpha=0.10`` for a one-sided 95% bound). ``n == 0`` gives ``(0.0, 1.0)``.
     """
-    if n < 0 or not 0 <= k <= max(n, 0):
+    if not 0 <= k <= n:
         raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
     if n == 0:
         return 0.0, 1.0

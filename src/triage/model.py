@@ -14,8 +14,6 @@ without the original config files:
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,10 +25,11 @@ from torch import nn
 
 from triage.backbone import mean_pool
 from triage.calibration import softmax
-from triage.data import MISSING_LABEL
+from triage.data import MISSING_LABEL, atomic_folder
 from triage.tracking import RUN_ID_FILE
 
 META_FILE = "triage.json"
+KIND = "transformer"
 WEIGHTS_FILE = "model.safetensors"
 
 
@@ -118,32 +117,18 @@ def _encoder_kwargs(path_or_config: Any) -> dict[str, Any]:
 def save_checkpoint(
     model: TriageModel, tokenizer: Any, out_dir: Path, meta: dict[str, Any]
 ) -> None:
-    """Write a self-describing checkpoint folder, atomically (temp folder, then rename)."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    """Write a self-describing checkpoint folder, atomically."""
+    with atomic_folder(out_dir) as tmp:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_FILE))
         model.encoder.config.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
-        full_meta = {**meta, "labels": model.labels, "dropout": model.dropout.p}
+        full_meta = {**meta, "kind": KIND, "labels": model.labels, "dropout": model.dropout.p}
         (tmp / META_FILE).write_text(
             json.dumps(full_meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
         )
         if meta.get("run_id"):  # later stages add to the same MLflow run
             (tmp / RUN_ID_FILE).write_text(meta["run_id"] + "\n")
-        tmp.chmod(0o755)
-        old = None
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-            out_dir.replace(old / out_dir.name)
-        tmp.replace(out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def load_checkpoint(path: Path) -> tuple[TriageModel, Any, dict[str, Any]]:
@@ -224,3 +209,40 @@ def predict_proba(
     """Uncalibrated softmax probabilities per head (see :func:`predict_logits`)."""
     logits = predict_logits(model, tokenizer, texts, prefix, max_length, batch_size)
     return {head: softmax(value) for head, value in logits.items()}
+
+
+class TransformerPredictor:
+    """A loaded checkpoint behind the interface calibrate and evaluate use: ``labels``,
+    ``meta`` and ``logits(texts)``."""
+
+    def __init__(self, path: Path, batch_size: int = 64):
+        self.model, self.tokenizer, self.meta = load_checkpoint(path)
+        self.labels = self.model.labels
+        self.batch_size = batch_size
+
+    def logits(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        return predict_logits(
+            self.model,
+            self.tokenizer,
+            texts,
+            self.meta["input_prefix"],
+            self.meta["max_length"],
+            self.batch_size,
+        )
+
+
+def load_predictor(path: Path) -> Any:
+    """The transformer or the TF-IDF baseline, whichever ``path`` holds (``triage.json``)."""
+    from triage.tfidf import KIND as TFIDF
+    from triage.tfidf import TfidfModel
+
+    path = Path(path)
+    if not (path / META_FILE).is_file():
+        raise FileNotFoundError(
+            f"{path} is not a triage checkpoint (no {META_FILE}); run "
+            "`triage train` (or `triage baseline`) first"
+        )
+    meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+    if meta.get("kind") == TFIDF:
+        return TfidfModel.load(path)
+    return TransformerPredictor(path)
