@@ -109,21 +109,21 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 6
+    epochs: int = 14
     batch_size: int = 32
     grad_accum: int = 1
-    lr: float = 5e-5
+    lr: float = 1e-4
     head_lr: float = 1e-3
     weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
+    warmup_ratio: float = 0.06
     max_grad_norm: float = 1.0
     freeze_embeddings: bool = True
     freeze_layers: int = 0
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.1
     class_weights: bool = False
     head_weights: dict[str, float] = field(default_factory=dict)
     monitor: str = "mean"
-    patience: int = 2
+    patience: int = 4
     seed: int = 13
     mixed_precision: str = "auto"
     max_train_rows: int | None = None
