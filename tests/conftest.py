@@ -72,3 +72,54 @@ def tiny_encoder(tmp_path_factory, root) -> Path:
     torch.manual_seed(0)
     BertModel(config, add_pooling_layer=False).save_pretrained(str(out))
     return out
+
+
+@pytest.fixture(scope="session")
+def pipeline(root, tiny_encoder, tmp_path_factory):
+    """prepare, train (3 epochs), the baseline, calibrate and evaluate both, into one tmp folder
+    and one MLflow store; returns (config, folder, MLflow client)."""
+    import mlflow
+
+    from triage.baseline import run as baseline
+    from triage.calibrate import run as calibrate
+    from triage.config import load_config
+    from triage.evaluate import run as evaluate
+    from triage.prepare import run as prepare
+    from triage.train import run as train
+
+    tmp = tmp_path_factory.mktemp("pipeline")
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    cfg = load_config(
+        [
+            f"data.out_dir={tmp}/data",
+            f"model.encoder={tiny_encoder}",
+            f"train.out_dir={tmp}/ckpt",
+            "train.epochs=3",
+            "train.lr=1e-3",
+            "train.freeze_embeddings=false",
+            "train.patience=3",
+            "model.max_length=48",
+            f"tracking.uri={uri}",
+            "tracking.run_name=t",
+            f"baseline.out_dir={tmp}/baseline/checkpoint",
+            f"calibrate.out_file={tmp}/calibration.json",
+            "calibrate.min_decisions=10",
+            f"evaluate.out_dir={tmp}/evaluation",
+            f"evaluate.compare_with={tmp}/baseline/evaluation/metrics.json",
+            "evaluate.bootstrap=50",
+        ],
+        root=root,
+    )
+    prepare(cfg)
+    train(cfg)
+    # the baseline through the same calibrate and evaluate stages
+    baseline(cfg)
+    base = cfg.copy()
+    base.calibrate.checkpoint = base.evaluate.checkpoint = f"{tmp}/baseline/checkpoint"
+    base.calibrate.out_file = base.evaluate.calibration = f"{tmp}/baseline/calibration.json"
+    base.evaluate.out_dir = f"{tmp}/baseline/evaluation"
+    calibrate(base)
+    evaluate(base)
+    calibrate(cfg)
+    evaluate(cfg)
+    return cfg, tmp, mlflow.MlflowClient(uri)

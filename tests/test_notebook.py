@@ -13,7 +13,6 @@ import nbformat
 import pandas as pd
 from nbclient import NotebookClient
 
-from tests.test_pipeline import pipeline  # noqa: F401  (module-scoped fixture, reused here)
 from triage.calibration import load_calibration
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "error_analysis.ipynb"
@@ -86,7 +85,7 @@ def test_notebook_is_stored_small_and_without_outputs():
         assert any(h.startswith(section) for h in headers), section
 
 
-def test_notebook_runs_on_the_pipeline_outputs(pipeline, monkeypatch):  # noqa: F811
+def test_notebook_runs_on_the_pipeline_outputs(pipeline, monkeypatch):
     _cfg, tmp, _client = pipeline
     eval_dir, calibration = tmp / "evaluation", tmp / "calibration.json"
     before = snapshot(tmp)
@@ -129,7 +128,7 @@ def test_notebook_runs_on_the_pipeline_outputs(pipeline, monkeypatch):  # noqa: 
 
 
 def test_notebook_handles_missing_labels_and_never_automatic_classes(
-    pipeline,  # noqa: F811
+    pipeline,
     monkeypatch,
     tmp_path,
 ):

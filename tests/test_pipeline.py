@@ -1,66 +1,20 @@
-"""The whole pipeline on the authored data with a tiny encoder: prepare, train, baseline,
-calibrate, evaluate, all tracked in one MLflow store."""
+"""The whole pipeline on the authored data with a tiny encoder (the `pipeline` fixture in
+conftest.py): prepare, train, baseline, calibrate, evaluate, tracked in one MLflow store."""
 
 from __future__ import annotations
 
 import json
 import math
 
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 
-from triage.baseline import run as baseline
-from triage.calibrate import run as calibrate
 from triage.calibration import load_calibration, save_calibration
-from triage.config import load_config
 from triage.evaluate import run as evaluate
 from triage.model import load_checkpoint, predict_proba
-from triage.prepare import run as prepare
-from triage.train import run as train
 
 TEXTS = ["Waar blijft mijn pakket?", "love this product", "cancel my order pls", "😂😂"]
-
-
-@pytest.fixture(scope="module")
-def pipeline(root, tiny_encoder, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("pipeline")
-    uri = f"sqlite:///{tmp}/mlflow.db"
-    cfg = load_config(
-        [
-            f"data.out_dir={tmp}/data",
-            f"model.encoder={tiny_encoder}",
-            f"train.out_dir={tmp}/ckpt",
-            "train.epochs=3",
-            "train.lr=1e-3",
-            "train.freeze_embeddings=false",
-            "train.patience=3",
-            "model.max_length=48",
-            f"tracking.uri={uri}",
-            "tracking.run_name=t",
-            f"baseline.out_dir={tmp}/baseline/checkpoint",
-            f"calibrate.out_file={tmp}/calibration.json",
-            "calibrate.min_decisions=10",
-            f"evaluate.out_dir={tmp}/evaluation",
-            f"evaluate.compare_with={tmp}/baseline/evaluation/metrics.json",
-            "evaluate.bootstrap=50",
-        ],
-        root=root,
-    )
-    prepare(cfg)
-    train(cfg)
-    # the baseline through the same calibrate and evaluate stages
-    baseline(cfg)
-    base = cfg.copy()
-    base.calibrate.checkpoint = base.evaluate.checkpoint = f"{tmp}/baseline/checkpoint"
-    base.calibrate.out_file = base.evaluate.calibration = f"{tmp}/baseline/calibration.json"
-    base.evaluate.out_dir = f"{tmp}/baseline/evaluation"
-    calibrate(base)
-    evaluate(base)
-    calibrate(cfg)
-    evaluate(cfg)
-    return cfg, tmp, mlflow.MlflowClient(uri)
 
 
 def test_training_lowers_the_loss_and_tracks_the_run(pipeline):
