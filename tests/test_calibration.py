@@ -71,15 +71,30 @@ def test_lowest_safe_threshold_literal():
     conf = np.array([0.7, 0.95, 0.5, 0.8, 0.9, 0.6])
     correct = np.array([True, True, True, False, True, False])
     # error rates going down the list: 0/1, 0/2, 1/3, 1/4, 2/5, 2/6
-    assert lowest_safe_threshold(conf, correct, 0.25) == (0.7, 0.25, 4)
-    assert lowest_safe_threshold(conf, correct, 0.0) == (0.9, 0.0, 2)
-    assert lowest_safe_threshold(conf, correct, 0.5) == (0.5, 2 / 6, 6)
+    assert lowest_safe_threshold(conf, correct, 0.25, "point") == (0.7, 0.25, 4)
+    assert lowest_safe_threshold(conf, correct, 0.0, "point") == (0.9, 0.0, 2)
+    assert lowest_safe_threshold(conf, correct, 0.5, "point") == (0.5, 2 / 6, 6)
     t, err, n = lowest_safe_threshold(np.array([0.9]), np.array([False]), 0.05)
     assert math.isinf(t) and math.isnan(err) and n == 0
     # tied confidences are decided together: no cut between the two 0.8s
     conf = np.array([0.9, 0.8, 0.8])
-    assert lowest_safe_threshold(conf, np.array([True, True, False]), 0.3) == (0.9, 0.0, 1)
-    assert lowest_safe_threshold(conf, np.array([True, True, False]), 0.4) == (0.8, 1 / 3, 3)
+    right = np.array([True, True, False])
+    assert lowest_safe_threshold(conf, right, 0.3, "point") == (0.9, 0.0, 1)
+    assert lowest_safe_threshold(conf, right, 0.4, "point") == (0.8, 1 / 3, 3)
+
+
+def test_upper_bound_rule_needs_enough_decisions():
+    # 0 wrong in n: one-sided 95% Wilson upper bound = z^2 / (n + z^2), z = 1.645, which is
+    # <= 0.05 from n = 52 on (2.706 / 54.7 = 0.0495; 51 gives 2.706 / 53.7 = 0.0504)
+    conf = np.linspace(0.99, 0.5, 60)
+    t, err, n = lowest_safe_threshold(conf, np.ones(60, bool), 0.05, "upper")
+    assert (t, err, n) == (conf[-1], 0.0, 60)
+    t, err, n = lowest_safe_threshold(conf[:51], np.ones(51, bool), 0.05, "upper")
+    assert math.isinf(t) and n == 0
+    t, _, n = lowest_safe_threshold(conf[:52], np.ones(52, bool), 0.05, "upper")
+    assert n == 52 and t == conf[51]
+    # the point rule would take all 51
+    assert lowest_safe_threshold(conf[:51], np.ones(51, bool), 0.05, "point")[2] == 51
 
 
 def test_thresholds_meet_the_target_on_the_data_they_were_fitted_on():
@@ -104,7 +119,7 @@ def test_margin_rule_keeps_close_calls_manual():
     # rows 0 and 2 are close calls (gap .05 and .01) and right; row 1 is clear and wrong
     probs = np.array([[0.5, 0.45, 0.05], [0.8, 0.1, 0.1], [0.34, 0.33, 0.33]])
     y = np.array([0, 1, 0])
-    loose = choose_thresholds(probs, y, ["a", "b", "c"], target=0.5, min_decisions=1)
+    loose = choose_thresholds(probs, y, ["a", "b", "c"], 0.5, 1, bound="point")
     assert loose["a"]["threshold"] == 0.34  # 1 wrong in 3: under the 0.5 target
     strict = choose_thresholds(probs, y, ["a", "b", "c"], target=0.5, min_decisions=1, margin=0.1)
     assert math.isinf(strict["a"]["threshold"])  # only the wrong row is left to decide

@@ -48,7 +48,7 @@ def calibrate_head(
     head["before"] = {"nll": nll(before, y), "ece": ece(before, y)}
     head["after"] = {"nll": nll(after, y), "ece": ece(after, y)}
     head["thresholds"] = choose_thresholds(
-        after, y, labels, cfg.fpr_target, cfg.min_decisions, cfg.margin
+        after, y, labels, cfg.fpr_target, cfg.min_decisions, cfg.margin, cfg.bound
     )
     return head
 
@@ -67,6 +67,7 @@ def run(cfg: DictConfig) -> Path:
     result = {
         "fpr_target": cfg.calibrate.fpr_target,
         "margin": cfg.calibrate.margin,
+        "bound": cfg.calibrate.bound,
         "min_decisions": cfg.calibrate.min_decisions,
         "split": "calib",
         "heads": heads,

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from triage.data import write_json
-from triage.metrics import coverage_at
+from triage.metrics import coverage_at, wilson_interval
 
 
 def softmax(logits: np.ndarray, temperature: float | np.ndarray = 1.0) -> np.ndarray:
@@ -114,22 +114,35 @@ def fit_language_temperatures(
 
 
 def lowest_safe_threshold(
-    confidence: np.ndarray, correct: np.ndarray, target: float
+    confidence: np.ndarray, correct: np.ndarray, target: float, bound: str = "upper"
 ) -> tuple[float, float, int]:
-    """The lowest confidence ``t`` such that, among rows with confidence >= t, the share of wrong
-    ones is at most ``target``.
+    """The lowest confidence ``t`` such that the rows with confidence >= t are wrong at most
+    ``target`` of the time.
+
+    ``bound="point"`` compares the observed share of wrong rows with the target;
+    ``bound="upper"`` compares its one-sided 95% Wilson upper bound, so a threshold resting on
+    few rows must show fewer errors (0 wrong in 51 rows is the least that passes 5%): the
+    target then tends to hold on new data too, at the cost of coverage.
 
     Returns:
         ``(threshold, error_rate, n_decided)`` at that threshold; ``(inf, nan, 0)`` when no
         threshold works (then nothing is decided automatically).
     """
+    if bound not in ("point", "upper"):
+        raise ValueError(f"bound must be 'point' or 'upper', got {bound!r}")
     order = np.argsort(-confidence, kind="stable")
     conf, wrong = confidence[order], ~correct[order]
     errors = np.cumsum(wrong)
     counts = np.arange(1, len(conf) + 1)
     # only cut between distinct confidences: tied rows are decided together
-    last_of_tie = np.r_[conf[1:] != conf[:-1], True] if len(conf) else np.array([], bool)
-    ok = np.flatnonzero(last_of_tie & (errors <= target * counts))
+    cuts = np.flatnonzero(np.r_[conf[1:] != conf[:-1], True]) if len(conf) else counts[:0]
+    if bound == "point":
+        rates = errors[cuts] / counts[cuts]
+    else:  # two-sided 90% interval = one-sided 95% upper bound
+        rates = np.array(
+            [wilson_interval(int(errors[m]), int(counts[m]), alpha=0.10)[1] for m in cuts]
+        )
+    ok = cuts[rates <= target]
     if not len(ok):
         return math.inf, math.nan, 0
     m = ok[-1]
@@ -143,11 +156,13 @@ def choose_thresholds(
     target: float,
     min_decisions: int,
     margin: float = 0.0,
+    bound: str = "upper",
 ) -> dict[str, dict]:
     """Per class, the lowest threshold that keeps wrong automated decisions under ``target``.
 
     A class with fewer than ``min_decisions`` calib rows predicted as it (after the margin
     rule) gets the global threshold, fitted the same way on all classes pooled, and says so.
+    ``bound`` is :func:`lowest_safe_threshold`'s: the observed error or its upper bound.
 
     Returns:
         Per label: ``threshold`` (``inf`` = never automatic), ``how`` (``class``, ``global`` or
@@ -157,7 +172,7 @@ def choose_thresholds(
     conf = probs.max(axis=1)
     keep = coverage_at(probs, np.zeros(probs.shape[1]), margin)  # the margin rule
     correct = pred == y
-    g_t, g_err, g_n = lowest_safe_threshold(conf[keep], correct[keep], target)
+    g_t, g_err, g_n = lowest_safe_threshold(conf[keep], correct[keep], target, bound)
     out = {}
     for k, label in enumerate(labels):
         rows = keep & (pred == k)
@@ -171,7 +186,7 @@ def choose_thresholds(
                 f"(pooled error {g_err:.3f} on {g_n} decisions)",
             }
             continue
-        t, err, m = lowest_safe_threshold(conf[rows], correct[rows], target)
+        t, err, m = lowest_safe_threshold(conf[rows], correct[rows], target, bound)
         how = "class" if math.isfinite(t) else "never"
         why = (
             f"error {err:.3f} on {m} of {n} calib predictions"

@@ -152,6 +152,7 @@ class CalibrateConfig:
     min_rows_per_language: int = MISSING
     min_decisions: int = MISSING
     margin: float = MISSING
+    bound: str = MISSING
     checkpoint: str = MISSING
     out_file: str = MISSING
 
