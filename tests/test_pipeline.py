@@ -144,3 +144,19 @@ def test_evaluate_flags_a_class_whose_automated_decisions_break_the_target(pipel
         assert any(flag.startswith(f"intent/{label}:") for flag in metrics["flags"])
     assert not any(flag.startswith("intent/spam:") for flag in metrics["flags"])
     assert np.isfinite(metrics["test/intent/auto_fpr_upper/" + broken[0]])
+
+
+def test_out_of_scope_messages_are_scored_by_abstention(pipeline, tmp_path):
+    cfg, _, _ = pipeline
+    cfg = cfg.copy()
+    cfg.evaluate.out_of_scope_sources = ["authored"]  # treat every test message as out of scope
+    cfg.evaluate.out_dir = str(tmp_path / "evaluation")
+    cfg.evaluate.compare_with = None
+    cfg.tracking.enabled = False
+    evaluate(cfg)
+    metrics = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())
+    predictions = pd.read_parquet(tmp_path / "evaluation" / "predictions.parquet")
+    assert metrics["test/intent/oos_n"] == len(predictions)
+    assert metrics["test/intent/oos_rejection"] == pytest.approx(
+        (predictions["intent_decision"] == "review").mean()
+    )

@@ -165,6 +165,7 @@ class EvaluateConfig:
     checkpoint: str = MISSING
     calibration: str = MISSING
     compare_with: str | None = MISSING
+    out_of_scope_sources: list[str] = MISSING
     bootstrap: int = MISSING
     n_bins: int = MISSING
     out_dir: str = MISSING

@@ -8,7 +8,8 @@ Writes into ``{evaluate.out_dir}``:
         equal-width and equal-mass, MCE, Brier, NLL, ECE before calibration), AURC, and at the
         thresholds: coverage and the share of wrong automated decisions per class with a Wilson
         upper bound; bootstrap intervals for the headline numbers; ``flags`` naming every class
-        whose automated decisions break the target; differences to ``compare_with``.
+        whose automated decisions break the target; differences to ``compare_with``; for rows
+        of ``out_of_scope_sources``, the share sent to review (``oos_rejection``).
         ``predictions.parquet``: per message the labels, predictions, calibrated probabilities
         and the decision per head. ``plots/``: reliability diagrams, confusion matrices,
         risk-coverage curves and per-language bars as PNG, and their data as CSV for
@@ -135,6 +136,15 @@ def run(cfg: DictConfig) -> Path:
                 f"{split}@{source}",
             )
         )
+    # Out-of-scope messages (CLINC150's oos queries) have no class to be right about: they are
+    # handled correctly when no class passes its threshold, i.e. when they go to review.
+    out_of_scope = frame["source"].isin(list(ecfg.out_of_scope_sources)).to_numpy()
+    if out_of_scope.any():
+        for head in labels:
+            metrics[f"{split}/{head}/oos_rejection"] = float(
+                1 - decisions[head][out_of_scope].mean()
+            )
+            metrics[f"{split}/{head}/oos_n"] = float(out_of_scope.sum())
     metrics.update(compare(metrics, ecfg.compare_with))
 
     predictions = frame.copy()
