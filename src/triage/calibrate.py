@@ -27,7 +27,7 @@ from triage.calibration import (
 from triage.data import MISSING_LABEL, label_ids, load_split
 from triage.metrics import ece, nll
 from triage.model import load_predictor
-from triage.tracking import Tracker, read_run_id
+from triage.tracking import add_to_checkpoint_run
 
 log = logging.getLogger(__name__)
 
@@ -104,13 +104,7 @@ def run(cfg: DictConfig) -> Path:
                 },
             }
         )
-    tracker = Tracker(
-        cfg.tracking.enabled, cfg.tracking.uri, cfg.tracking.experiment, Path(cfg.paths.root)
+    add_to_checkpoint_run(
+        cfg.tracking, Path(cfg.paths.root), checkpoint, metrics, [(out_file, "calibration")]
     )
-    run_id = read_run_id(checkpoint)
-    if run_id:
-        tracker.resume(run_id)
-        tracker.log_metrics(metrics)
-        tracker.log_artifact(out_file, "calibration")
-        tracker.end()
     return out_file

@@ -44,7 +44,7 @@ from triage.metrics import (
     summary,
 )
 from triage.model import load_predictor
-from triage.tracking import Tracker, read_run_id
+from triage.tracking import add_to_checkpoint_run
 
 log = logging.getLogger(__name__)
 
@@ -158,18 +158,14 @@ def run(cfg: DictConfig) -> Path:
     write_atomic(out_dir / "predictions.parquet", lambda p: predictions.to_parquet(p))
     figures = write_plots(out_dir / "plots", probs, targets, langs, labels, metrics, split, ecfg)
 
-    tracker = Tracker(
-        cfg.tracking.enabled, cfg.tracking.uri, cfg.tracking.experiment, Path(cfg.paths.root)
+    add_to_checkpoint_run(
+        cfg.tracking,
+        Path(cfg.paths.root),
+        checkpoint,
+        metrics,
+        [(out_dir / "metrics.json", "evaluation"), (out_dir / "predictions.parquet", "evaluation")]
+        + [(figure, "evaluation/plots") for figure in figures],
     )
-    run_id = read_run_id(checkpoint)
-    if run_id:
-        tracker.resume(run_id)
-        tracker.log_metrics(metrics)
-        tracker.log_artifact(out_dir / "metrics.json", "evaluation")
-        tracker.log_artifact(out_dir / "predictions.parquet", "evaluation")
-        for figure in figures:
-            tracker.log_artifact(figure, "evaluation/plots")
-        tracker.end()
     for head in labels:
         log.info(
             "%s %s: macro-F1 %.4f, ECE %.4f (before calibration %.4f), coverage %.3f, "

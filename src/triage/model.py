@@ -131,17 +131,22 @@ def save_checkpoint(
             (tmp / RUN_ID_FILE).write_text(meta["run_id"] + "\n")
 
 
+def read_meta(path: Path) -> dict[str, Any]:
+    """A checkpoint's ``triage.json`` (what it is, its labels, how it was made)."""
+    if not (Path(path) / META_FILE).is_file():
+        raise FileNotFoundError(
+            f"{path} is not a triage checkpoint (no {META_FILE}); run `triage train` (or "
+            "`triage baseline`) first, or point to the folder it wrote"
+        )
+    return json.loads((Path(path) / META_FILE).read_text(encoding="utf-8"))
+
+
 def load_checkpoint(path: Path) -> tuple[TriageModel, Any, dict[str, Any]]:
     """Rebuild model, tokenizer and metadata from a checkpoint folder alone."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     path = Path(path)
-    if not (path / META_FILE).is_file():
-        raise FileNotFoundError(
-            f"{path} is not a triage checkpoint (no {META_FILE}); run "
-            "`triage train` first or point to the folder it wrote"
-        )
-    meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+    meta = read_meta(path)
     config = AutoConfig.from_pretrained(str(path))
     encoder = AutoModel.from_config(config, **_encoder_kwargs(config))
     model = TriageModel(encoder, meta["labels"], meta["dropout"])
@@ -237,12 +242,6 @@ def load_predictor(path: Path) -> Any:
     from triage.tfidf import TfidfModel
 
     path = Path(path)
-    if not (path / META_FILE).is_file():
-        raise FileNotFoundError(
-            f"{path} is not a triage checkpoint (no {META_FILE}); run "
-            "`triage train` (or `triage baseline`) first"
-        )
-    meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
-    if meta.get("kind") == TFIDF:
+    if read_meta(path).get("kind") == TFIDF:
         return TfidfModel.load(path)
     return TransformerPredictor(path)

@@ -134,3 +134,23 @@ def read_run_id(checkpoint: Path) -> str | None:
     """The MLflow run id stored next to a checkpoint, if any."""
     path = Path(checkpoint) / RUN_ID_FILE
     return path.read_text().strip() or None if path.is_file() else None
+
+
+def add_to_checkpoint_run(
+    tracking: Any,
+    root: Path,
+    checkpoint: Path,
+    metrics: dict[str, float],
+    artifacts: list[tuple[Path, str]],
+) -> None:
+    """Log metrics and ``(file, folder)`` artifacts into the MLflow run whose id is stored next
+    to ``checkpoint`` (nothing when tracking is off or the checkpoint has no run)."""
+    run_id = read_run_id(checkpoint)
+    if not (tracking.enabled and run_id):
+        return
+    tracker = Tracker(True, tracking.uri, tracking.experiment, root)
+    tracker.resume(run_id)
+    tracker.log_metrics(metrics)
+    for path, folder in artifacts:
+        tracker.log_artifact(path, folder)
+    tracker.end()
