@@ -8,7 +8,6 @@ Writes: ``{baseline.out_dir}`` (default ``models/baseline/checkpoint``): the fit
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from triage.config import to_container
-from triage.data import label_ids, load_split
+from triage.data import label_ids, load_labels, load_split
 from triage.tfidf import TfidfModel
 from triage.tracking import Tracker, fingerprint, flatten, git_state
 
@@ -26,10 +25,7 @@ log = logging.getLogger(__name__)
 def run(cfg: DictConfig) -> Path:
     """Fit the baseline on the train split; return its checkpoint folder."""
     data_dir, out_dir = Path(cfg.data.out_dir), Path(cfg.baseline.out_dir)
-    labels_file = data_dir / "labels.json"
-    if not labels_file.is_file():
-        raise FileNotFoundError(f"{labels_file} not found: run `triage prepare` first")
-    labels = json.loads(labels_file.read_text(encoding="utf-8"))
+    labels = load_labels(data_dir)
     train = load_split(data_dir, "train")
     start = time.perf_counter()
     model = TfidfModel.fit(

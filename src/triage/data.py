@@ -667,3 +667,11 @@ def load_split(out_dir: Path, split: str) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"{path} not found: run `triage prepare` (with the same data=...) first")
     return pd.read_parquet(path)
+
+
+def load_labels(out_dir: Path) -> dict[str, list[str]]:
+    """The label order per head that `prepare` wrote (``labels.json``)."""
+    path = Path(out_dir) / "labels.json"
+    if not path.is_file():
+        raise DataError(f"{path} not found: run `triage prepare` (with the same data=...) first")
+    return json.loads(path.read_text(encoding="utf-8"))

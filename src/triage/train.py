@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from triage.backbone import resolve_encoder
 from triage.config import to_container, to_yaml
-from triage.data import MISSING_LABEL, label_ids, load_split
+from triage.data import MISSING_LABEL, label_ids, load_labels, load_split
 from triage.metrics import score
 from triage.model import (
     build_model,
@@ -144,15 +144,7 @@ def run(cfg: DictConfig) -> Path:
 
     tcfg, mcfg = cfg.train, cfg.model
     data_dir, out_dir = Path(cfg.data.out_dir), Path(tcfg.out_dir)
-    labels = (
-        json.loads((data_dir / "labels.json").read_text(encoding="utf-8"))
-        if (data_dir / "labels.json").is_file()
-        else None
-    )
-    if labels is None:
-        raise FileNotFoundError(
-            f"{data_dir}/labels.json not found: run `triage prepare` (with the same data=...) first"
-        )
+    labels = load_labels(data_dir)
     train_df, val_df = load_split(data_dir, "train"), load_split(data_dir, "val")
     if tcfg.max_train_rows and len(train_df) > tcfg.max_train_rows:
         train_df = train_df.sample(n=tcfg.max_train_rows, random_state=tcfg.seed)
