@@ -90,6 +90,8 @@ def score(
     out: dict[str, float] = {}
     for head, names in labels.items():
         known = targets[head] != missing
+        if not known.any():  # e.g. out-of-scope rows, or a source with only the other head
+            continue
         pred = probs[head].argmax(axis=1)
         for key, value in summary(targets[head][known], pred[known], names).items():
             out[f"{split}/{head}/{key}"] = value
