@@ -125,6 +125,18 @@ def test_margin_rule_keeps_close_calls_manual():
     assert math.isinf(strict["a"]["threshold"])  # only the wrong row is left to decide
 
 
+def test_out_of_scope_rows_count_as_wrong_automated_decisions():
+    # three in-scope rows predicted right at .9/.8/.7, one out-of-scope row (y = -1) at .85
+    probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.85, 0.15]])
+    in_scope = choose_thresholds(probs[:3], np.array([0, 0, 0]), ["a", "b"], 0.3, 1, bound="point")
+    assert in_scope["a"]["threshold"] == 0.7
+    with_oos = choose_thresholds(probs, np.array([0, 0, 0, -1]), ["a", "b"], 0.3, 1, bound="point")
+    # going down: .9 ok (0/1), .85 wrong (1/2), .8 (1/3 > .3), .7 (1/4 <= .3)
+    assert with_oos["a"]["threshold"] == 0.7
+    strict = choose_thresholds(probs, np.array([0, 0, 0, -1]), ["a", "b"], 0.2, 1, bound="point")
+    assert strict["a"]["threshold"] == 0.9  # the out-of-scope row must stay below it
+
+
 def test_calibration_file_round_trip_keeps_never_as_infinity(tmp_path):
     calibration = {
         "fpr_target": 0.05,

@@ -149,7 +149,7 @@ def test_evaluate_flags_a_class_whose_automated_decisions_break_the_target(pipel
 def test_out_of_scope_messages_are_scored_by_abstention(pipeline, tmp_path):
     cfg, _, _ = pipeline
     cfg = cfg.copy()
-    cfg.evaluate.out_of_scope_sources = ["authored"]  # treat every test message as out of scope
+    cfg.data.out_of_scope_sources = ["authored"]  # treat every test message as out of scope
     cfg.evaluate.out_dir = str(tmp_path / "evaluation")
     cfg.evaluate.compare_with = None
     cfg.tracking.enabled = False

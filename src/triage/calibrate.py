@@ -33,22 +33,31 @@ log = logging.getLogger(__name__)
 
 
 def calibrate_head(
-    logits: np.ndarray, y: np.ndarray, langs: np.ndarray, labels: list[str], cfg: DictConfig
+    logits: np.ndarray,
+    y: np.ndarray,
+    langs: np.ndarray,
+    labels: list[str],
+    cfg: DictConfig,
+    out_of_scope: np.ndarray,
 ) -> dict:
-    """Fit one head's temperature(s) and thresholds on its labelled calib rows."""
+    """Fit one head's temperature(s) on its labelled calib rows, then its thresholds on those
+    rows plus the out-of-scope ones, where any automated decision counts as wrong."""
     known = y != MISSING_LABEL
-    logits, y, langs = logits[known], y[known], langs[known]
-    temperature = fit_temperature(logits, y)
+    temperature = fit_temperature(logits[known], y[known])
     head: dict = {"temperature": temperature, "n_calib": int(known.sum())}
     if cfg.per_language:
         head["languages"] = fit_language_temperatures(
-            logits, y, langs, temperature, cfg.min_rows_per_language
+            logits[known], y[known], langs[known], temperature, cfg.min_rows_per_language
         )
     before, after = softmax(logits), calibrated_probs(logits, langs, head)
-    head["before"] = {"nll": nll(before, y), "ece": ece(before, y)}
-    head["after"] = {"nll": nll(after, y), "ece": ece(after, y)}
+    head["before"] = {"nll": nll(before[known], y[known]), "ece": ece(before[known], y[known])}
+    head["after"] = {"nll": nll(after[known], y[known]), "ece": ece(after[known], y[known])}
+    rows = known | out_of_scope
+    # an out-of-scope row's "class" is -1: no prediction is ever right about it
+    y_thresholds = np.where(known, y, -1)[rows]
+    head["n_out_of_scope"] = int((out_of_scope & ~known).sum())
     head["thresholds"] = choose_thresholds(
-        after, y, labels, cfg.fpr_target, cfg.min_decisions, cfg.margin, cfg.bound
+        after[rows], y_thresholds, labels, cfg.fpr_target, cfg.min_decisions, cfg.margin, cfg.bound
     )
     return head
 
@@ -60,8 +69,9 @@ def run(cfg: DictConfig) -> Path:
     frame = load_split(Path(cfg.data.out_dir), "calib")
     logits = predictor.logits(frame["text"].tolist())
     targets, langs = label_ids(frame, predictor.labels), frame["lang"].to_numpy()
+    out_of_scope = frame["source"].isin(list(cfg.data.out_of_scope_sources)).to_numpy()
     heads = {
-        head: calibrate_head(logits[head], targets[head], langs, names, cfg.calibrate)
+        head: calibrate_head(logits[head], targets[head], langs, names, cfg.calibrate, out_of_scope)
         for head, names in predictor.labels.items()
     }
     result = {

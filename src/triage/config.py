@@ -94,6 +94,8 @@ class DataConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     seed: int = 13
     pii_mask: bool = False
+    # sources whose messages belong to no class (CLINC150's out-of-scope queries)
+    out_of_scope_sources: list[str] = field(default_factory=list)
     out_dir: str = MISSING
 
 
@@ -165,7 +167,6 @@ class EvaluateConfig:
     checkpoint: str = MISSING
     calibration: str = MISSING
     compare_with: str | None = MISSING
-    out_of_scope_sources: list[str] = MISSING
     bootstrap: int = MISSING
     n_bins: int = MISSING
     out_dir: str = MISSING

@@ -9,7 +9,7 @@ Writes into ``{evaluate.out_dir}``:
         thresholds: coverage and the share of wrong automated decisions per class with a Wilson
         upper bound; bootstrap intervals for the headline numbers; ``flags`` naming every class
         whose automated decisions break the target; differences to ``compare_with``; for rows
-        of ``out_of_scope_sources``, the share sent to review (``oos_rejection``).
+        of ``data.out_of_scope_sources``, the share sent to review (``oos_rejection``).
         ``predictions.parquet``: per message the labels, predictions, calibrated probabilities
         and the decision per head. ``plots/``: reliability diagrams, confusion matrices,
         risk-coverage curves and per-language bars as PNG, and their data as CSV for
@@ -138,7 +138,7 @@ def run(cfg: DictConfig) -> Path:
         )
     # Out-of-scope messages (CLINC150's oos queries) have no class to be right about: they are
     # handled correctly when no class passes its threshold, i.e. when they go to review.
-    out_of_scope = frame["source"].isin(list(ecfg.out_of_scope_sources)).to_numpy()
+    out_of_scope = frame["source"].isin(list(cfg.data.out_of_scope_sources)).to_numpy()
     if out_of_scope.any():
         for head in labels:
             metrics[f"{split}/{head}/oos_rejection"] = float(

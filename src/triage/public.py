@@ -130,19 +130,20 @@ def read_tweeteval(path: Path, options: dict[str, Any]) -> Iterator[RawRow]:
 def read_fewshot(path: Path, options: dict[str, Any]) -> Iterator[RawRow]:
     """BANKING77 / CLINC150 / HWU64 folder: ``{split}/seq.in`` and ``{split}/label``.
 
-    ``options.fixed_test``: original splits kept as our test split; ``options.pooled``:
-    original splits that we split into train/val/calib ourselves.
+    ``options.fixed``: original split -> our split it stays in (``{test: test}`` keeps the
+    original test set); ``options.pooled``: original splits that we split into
+    train/val/calib ourselves.
     """
-    fixed = list(options.get("fixed_test", ["test"]))
+    fixed = dict(options.get("fixed", {"test": "test"}))
     pooled = list(options.get("pooled", ["train", "valid"]))
-    for split in fixed + pooled:
+    for split in [*fixed, *pooled]:
         for text, label, where in _aligned(path / split / "seq.in", path / split / "label"):
             yield RawRow(
                 text=text,
                 intent=label,
                 where=where,
                 id=f"{path.name.lower()}-{split}-{where.split()[-1]}",
-                split="test" if split in fixed else None,
+                split=fixed.get(split),
             )
 
 
