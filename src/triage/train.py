@@ -164,6 +164,7 @@ def run(cfg: DictConfig) -> Path:
 
     ids = encode(tokenizer, train_df["text"].tolist(), mcfg.input_prefix, mcfg.max_length)
     targets = label_ids(train_df, labels)
+    val_targets = label_ids(val_df, labels)
     sampler = LengthBucketSampler([len(s) for s in ids], tcfg.batch_size, tcfg.seed)
 
     def collate(batch_index: list[int]) -> dict[str, torch.Tensor]:
@@ -250,7 +251,7 @@ def run(cfg: DictConfig) -> Path:
             )
             metrics = {
                 "train/loss": train_loss,
-                **score(probs, label_ids(val_df, labels), val_df["lang"].to_numpy(), labels, "val"),
+                **score(probs, val_targets, val_df["lang"].to_numpy(), labels, "val"),
             }
             current = monitored(metrics, heads, tcfg.monitor, "val")
             tracker.log_metrics(metrics, step=epoch)
