@@ -123,3 +123,18 @@ def pipeline(root, tiny_encoder, tmp_path_factory):
     calibrate(cfg)
     evaluate(cfg)
     return cfg, tmp, mlflow.MlflowClient(uri)
+
+
+@pytest.fixture(scope="session")
+def bundle(pipeline) -> Path:
+    """The `pipeline` checkpoint exported by `triage export` into ``<tmp>/onnx`` (fp32 or a
+    gated smaller candidate; ``<tmp>/export.json`` has the gates). The PyTorch reference for the
+    same messages: ``<tmp>/evaluation/predictions.parquet`` (``<head>_probs``, calibrated, and
+    ``<head>_decision``) from the evaluate stage, on the test split."""
+    from triage.export import run as export
+
+    cfg, tmp, _ = pipeline
+    cfg = cfg.copy()
+    cfg.export.out_dir = f"{tmp}/onnx"
+    cfg.export.report = f"{tmp}/export.json"
+    return export(cfg)

@@ -6,6 +6,7 @@ Examples::
     triage prepare data=social          # authored + public social data
     triage backbone                     # convert/verify the offline encoder, print its folder
     triage show data=banking77          # print the composed config
+    triage sweep sweep=quick            # an Optuna sweep (configs/sweep/); again to resume
 """
 
 from __future__ import annotations
@@ -23,7 +24,14 @@ STAGES = {
     "baseline": "triage.baseline",
     "calibrate": "triage.calibrate",
     "evaluate": "triage.evaluate",
+    "export": "triage.export",
+    "classify": "triage.classify",
+    "serve": "triage.serve",
+    "sweep": "triage.sweep",
+    "sweep-promote": "triage.promote",
 }
+# stages that compose a config of their own per trial: they get the overrides too
+RECOMPOSING = {"sweep"}
 USAGE = (
     "usage: triage <stage> [key=value ...]\n"
     f"stages: {', '.join(STAGES)}, show (print the composed config)\n"
@@ -49,7 +57,11 @@ def main(argv: list[str] | None = None) -> int:
         if stage == "show":
             print(to_yaml(cfg))
             return 0
-        importlib.import_module(STAGES[stage]).run(cfg)
+        module = importlib.import_module(STAGES[stage])
+        if stage in RECOMPOSING:
+            module.run(cfg, overrides)
+        else:
+            module.run(cfg)
     except (ConfigError, ValueError, FileNotFoundError) as exc:
         # our errors say what to do; a traceback would only bury that
         print(f"triage {stage}: error: {exc}", file=sys.stderr)

@@ -16,9 +16,13 @@ from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
 from hydra.errors import HydraException
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+
+from triage.routing import Action, Priority
 
 
 class ConfigError(ValueError):
@@ -173,6 +177,104 @@ class EvaluateConfig:
 
 
 @dataclass
+class ExportGateConfig:
+    """Types only; see ``configs/export/default.yaml``."""
+
+    top1_agreement: float = MISSING
+    macro_f1_drop: float = MISSING
+    fpr_rise: float = MISSING
+    ece_rise: float = MISSING
+
+
+@dataclass
+class ExportConfig:
+    """Types only; the values and what they mean are in ``configs/export/default.yaml``."""
+
+    checkpoint: str = MISSING
+    calibration: str = MISSING
+    split: str = MISSING
+    opset: int = MISSING
+    parity_atol: float = MISSING
+    quantize: bool = MISSING
+    trim_vocab: bool = MISSING
+    gate: ExportGateConfig = field(default_factory=ExportGateConfig)
+    n_bins: int = MISSING
+    out_dir: str = MISSING
+    report: str = MISSING
+
+
+@dataclass
+class RouteRuleConfig:
+    """One routing rule; see ``configs/routing/default.yaml``."""
+
+    action: Action = MISSING
+    priority: Priority = MISSING
+    automatic: bool = True
+
+
+@dataclass
+class NegativeRuleConfig:
+    """Types only; see ``configs/routing/default.yaml``."""
+
+    label: str = MISSING
+    block_auto_reply_at: float = MISSING
+    raise_priority_at: float = MISSING
+    raise_priority_for: list[Action] = MISSING
+
+
+@dataclass
+class RoutingConfig:
+    """The routing table (rules in ``triage.routing``); values in ``configs/routing/``."""
+
+    intents: dict[str, RouteRuleConfig] = MISSING
+    default: RouteRuleConfig = MISSING
+    not_confident: RouteRuleConfig = MISSING
+    negative: NegativeRuleConfig = MISSING
+
+
+@dataclass
+class PredictionLogConfig:
+    """Types only; see ``configs/serve/default.yaml``."""
+
+    enabled: bool = MISSING
+    path: str = MISSING
+    retention_days: int | None = MISSING
+
+
+@dataclass
+class ServeConfig:
+    """Types only; the values and what they mean are in ``configs/serve/default.yaml``."""
+
+    bundle: str = MISSING
+    host: str = MISSING
+    port: int = MISSING
+    threads: int | None = MISSING
+    verify_bundle: bool = MISSING
+    batch_size: int = MISSING
+    max_batch: int = MISSING
+    max_text_chars: int = MISSING
+    pii_mask: bool = MISSING
+    prediction_log: PredictionLogConfig = field(default_factory=PredictionLogConfig)
+    log_level: str = MISSING
+
+
+@dataclass
+class ClassifyConfig:
+    """Types only; the values and what they mean are in ``configs/classify/default.yaml``."""
+
+    bundle: str = MISSING
+    input: str | None = MISSING
+    output: str | None = MISSING
+    format: str | None = MISSING
+    text_column: str = MISSING
+    id_column: str | None = MISSING
+    lang_column: str | None = MISSING
+    on_empty: OnInvalid = MISSING
+    batch_size: int = MISSING
+    threads: int | None = MISSING
+
+
+@dataclass
 class TrackingConfig:
     """Types only; the values and what they mean are in ``configs/tracking/default.yaml``."""
 
@@ -180,6 +282,55 @@ class TrackingConfig:
     uri: str | None = MISSING
     experiment: str = MISSING
     run_name: str | None = MISSING
+
+
+@dataclass
+class SweepSamplerConfig:
+    """Types only; see ``configs/sweep/default.yaml``."""
+
+    seed: int = MISSING
+    n_startup_trials: int = MISSING
+
+
+@dataclass
+class SweepPrunerConfig:
+    """Types only; see ``configs/sweep/default.yaml``."""
+
+    name: str = MISSING
+    n_startup_trials: int = MISSING
+    n_warmup_steps: int = MISSING
+
+
+@dataclass
+class SweepObjectiveConfig:
+    """Types only; see ``configs/sweep/default.yaml``."""
+
+    head: str = MISSING
+    metric: str = MISSING
+    tie_breaker: str = MISSING
+    tie_weight: float = MISSING
+    penalty: float = MISSING
+
+
+@dataclass
+class SweepConfig:
+    """Types only; the values and what they mean are in ``configs/sweep/default.yaml``."""
+
+    study_name: str = MISSING
+    storage: str = MISSING
+    n_trials: int = MISSING
+    n_jobs: int = MISSING
+    launcher: str = MISSING
+    slurm: dict[str, Any] = MISSING
+    heartbeat_s: int = MISSING
+    sampler: SweepSamplerConfig = field(default_factory=SweepSamplerConfig)
+    pruner: SweepPrunerConfig = field(default_factory=SweepPrunerConfig)
+    objective: SweepObjectiveConfig = field(default_factory=SweepObjectiveConfig)
+    overrides: list[str] = MISSING
+    params: list[str] = MISSING
+    keep_checkpoints: bool = MISSING
+    set_default: bool = MISSING
+    out_dir: str = MISSING
 
 
 @dataclass
@@ -197,7 +348,13 @@ class Config:
     baseline: BaselineConfig = MISSING
     calibrate: CalibrateConfig = MISSING
     evaluate: EvaluateConfig = MISSING
+    export: ExportConfig = MISSING
+    routing: RoutingConfig = MISSING
+    serve: ServeConfig = MISSING
+    classify: ClassifyConfig = MISSING
     tracking: TrackingConfig = MISSING
+    # only with `sweep=<space>` (triage sweep, triage sweep-promote)
+    sweep: SweepConfig | None = None
 
 
 ConfigStore.instance().store(name="base_config", node=Config)
@@ -250,3 +407,57 @@ def to_yaml(cfg: DictConfig) -> str:
 def to_container(node: Any) -> Any:
     """Plain Python dicts/lists (enums as their names) from a config node."""
     return OmegaConf.to_container(node, resolve=True, enum_to_str=True)
+
+
+def parse_search_space(params: list[str]) -> dict[str, dict[str, Any]]:
+    """Read a sweep's search space, written as Hydra sweep overrides in the syntax of
+    hydra-optuna-sweeper, into plain dimensions (what the sweep turns into Optuna distributions).
+
+    * ``key=choice(a, b, ...)``: one of the values (bool, int, float, str or null);
+    * ``key=range(start, stop[, step])``: stepped values, both ends included as in
+      hydra-optuna-sweeper (ints when all three are ints); ``shuffle(...)`` of either: a choice;
+    * ``key=interval(low, high)``: a float, uniform; ``tag(log, interval(low, high))``: log-uniform.
+
+    Args:
+        params: entries such as ``"train.lr=tag(log, interval(1e-5, 1e-3))"``; a ``+``/``++``
+            prefix (``++train.head_weights.sentiment=interval(0.25, 1)``) is kept for the
+            override, so keys of open dicts can be added.
+
+    Returns:
+        Per config key, in order: ``{"override": key with prefix, "kind": "categorical",
+        "choices": [...]}`` or ``{"override": ..., "kind": "int" | "float", "low", "high",
+        "step" (None: continuous), "log"}``.
+
+    Raises:
+        ConfigError: an entry that does not parse, is not a sweep, or repeats a key.
+    """
+    parser = OverridesParser.create()
+    space: dict[str, dict[str, Any]] = {}
+    for entry in params:
+        try:
+            override = parser.parse_override(entry)
+        except HydraException as exc:
+            raise ConfigError(f"sweep.params: cannot parse {entry!r}: {exc}") from exc
+        key, value = override.key_or_group, override.value()
+        if key in space:
+            raise ConfigError(f"sweep.params: {key} appears twice")
+        dimension: dict[str, Any] = {"override": override.get_key_element()}
+        if isinstance(value, ChoiceSweep) or getattr(value, "shuffle", False):
+            dimension.update(kind="categorical", choices=list(override.sweep_iterator()))
+        elif isinstance(value, RangeSweep):
+            bounds = (value.start, value.stop, value.step)
+            kind = "int" if all(isinstance(b, int) for b in bounds) else "float"
+            dimension.update(
+                kind=kind, low=value.start, high=value.stop, step=value.step, log=False
+            )
+        elif isinstance(value, IntervalSweep):
+            dimension.update(
+                kind="float", low=value.start, high=value.end, step=None, log="log" in value.tags
+            )
+        else:
+            raise ConfigError(
+                f"sweep.params: {entry!r} is not a sweep; use choice(...), range(...) or "
+                "interval(...), and put fixed values in sweep.overrides"
+            )
+        space[key] = dimension
+    return space

@@ -1,0 +1,176 @@
+"""Export: the ONNX bundle, its gates and the vocabulary trim, on the tiny pipeline model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+
+from triage import export
+from triage.export import bundle_tokenizer, gate, latin_piece, parity, trim_vocabulary
+
+LIMITS = OmegaConf.create(
+    {"top1_agreement": 0.99, "macro_f1_drop": 0.005, "fpr_rise": 0.005, "ece_rise": 0.005}
+)
+
+
+def test_bundle_files_manifest_and_metadata(bundle, pipeline):
+    _cfg, tmp, _client = pipeline
+    names = {p.name for p in bundle.iterdir()}
+    assert names == {
+        "model.onnx",
+        "tokenizer.json",
+        "routing.json",
+        "manifest.json",
+        "model_card.md",
+    }
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    for name, entry in manifest["files"].items():
+        assert export.sha256(bundle / name) == entry["sha256"]
+        assert (bundle / name).stat().st_size == entry["bytes"]
+    labels = json.loads((tmp / "data" / "labels.json").read_text())
+    assert {h: s["labels"] for h, s in manifest["heads"].items()} == labels
+    calibration = json.loads((tmp / "calibration.json").read_text())
+    for head, spec in manifest["heads"].items():
+        assert spec["temperature"] == calibration["heads"][head]["temperature"]
+        assert spec["thresholds"] == {
+            k: v["threshold"] for k, v in calibration["heads"][head]["thresholds"].items()
+        }
+    assert manifest["run_id"] == (tmp / "ckpt" / "run_id").read_text().strip()
+    assert manifest["input_prefix"] == "query: " and manifest["max_length"] == 48
+    assert set(manifest["data_fingerprints"]) == {"train", "val", "calib", "test"}
+    model = onnx.load(str(bundle / "model.onnx"))
+    inside = json.loads({p.key: p.value for p in model.metadata_props}["manifest"])
+    assert inside == {k: v for k, v in manifest.items() if k != "files"}
+    assert [i.name for i in model.graph.input] == ["input_ids", "attention_mask"]
+    assert [o.name for o in model.graph.output] == ["intent_probs", "sentiment_probs"]
+    routing = json.loads((bundle / "routing.json").read_text())
+    assert routing["intents"]["abuse"]["automatic"] is False
+    assert "thresholds" in (bundle / "model_card.md").read_text()
+
+
+def test_bundle_reproduces_the_evaluated_probabilities(bundle, pipeline):
+    """The shipped graph against what the evaluate stage recorded with PyTorch (global
+    temperature; the tiny run keeps no per-language temperature)."""
+    _cfg, tmp, client = pipeline
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert all(not s["language_temperatures"] for s in manifest["heads"].values())
+    recorded = pd.read_parquet(tmp / "evaluation" / "predictions.parquet")
+    tokenizer = bundle_tokenizer(json.loads((bundle / "tokenizer.json").read_text()))
+    probs = export.onnx_probs(
+        export.session(bundle / "model.onnx"),
+        tokenizer,
+        recorded["text"].tolist(),
+        manifest["input_prefix"],
+        manifest["max_length"],
+        manifest["pad_token_id"],
+    )
+    report = json.loads((tmp / "export.json").read_text())
+    for head in ("intent", "sentiment"):
+        reference = np.stack(recorded[f"{head}_probs"].to_numpy())
+        tol = 1e-4 if report["chosen"]["quantization"] == "none" else 0.5
+        assert np.abs(probs[head] - reference).max() < tol
+    # the run's MLflow record has the gates
+    run = client.get_run((tmp / "ckpt" / "run_id").read_text().strip())
+    assert run.data.metrics["export/parity/intent/top1_agreement"] == 1.0
+    assert "export/bundle_test/intent/macro_f1" in run.data.metrics
+
+
+def test_trimmed_vocabulary_tokenises_latin_text_exactly(tiny_encoder):
+    tokenizer_json = json.loads((tiny_encoder / "tokenizer.json").read_text())
+    texts = ["Waar blijft mijn pakket? 📦", "where is my order, café déjà vu"]
+    trimmed_json, keep = trim_vocabulary(tokenizer_json, [], "query: ")
+    full, small = bundle_tokenizer(tokenizer_json), bundle_tokenizer(trimmed_json)
+    for text in texts:
+        old = full.encode("query: " + text)
+        new = small.encode("query: " + text)
+        assert new.tokens == old.tokens
+        assert [int(keep[i]) for i in new.ids] == old.ids  # the kept rows line up
+    assert small.token_to_id("[PAD]") == full.token_to_id("[PAD]") == 0
+
+
+def test_trim_drops_other_scripts_and_keeps_used_pieces():
+    vocab = [["<pad>", 0.0], ["<unk>", 0.0], ["▁hallo", -1.0], ["▁привет", -2.0], ["п", -3.0]]
+    vocab += [[c, -4.0] for c in "▁halopривет"]
+    tokenizer_json = {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": [
+            {
+                "id": i,
+                "content": t,
+                "single_word": False,
+                "lstrip": False,
+                "rstrip": False,
+                "normalized": False,
+                "special": True,
+            }
+            for i, t in enumerate(["<pad>", "<unk>"])
+        ],
+        "normalizer": None,
+        "pre_tokenizer": {
+            "type": "Metaspace",
+            "replacement": "▁",
+            "prepend_scheme": "always",
+            "split": True,
+        },
+        "post_processor": None,
+        "decoder": None,
+        "model": {"type": "Unigram", "unk_id": 1, "vocab": vocab, "byte_fallback": False},
+    }
+    trimmed, _keep = trim_vocabulary(tokenizer_json, [], "")
+    kept = [p for p, _ in trimmed["model"]["vocab"]]
+    assert "▁привет" not in kept and "▁hallo" in kept and "п" in kept
+    assert bundle_tokenizer(trimmed).encode("привет").tokens == ["▁", *"привет"]
+    used, _ = trim_vocabulary(tokenizer_json, ["привет"], "")
+    assert "▁привет" in [p for p, _ in used["model"]["vocab"]]
+    assert latin_piece("▁café📦!") and not latin_piece("▁привет")
+
+
+def test_gate_passes_identical_and_rejects_a_flipped_class():
+    labels = {"intent": ["a", "b", "c"]}
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(3), size=200).astype(np.float32)
+    y = probs.argmax(1)
+    numbers, reasons = gate({"intent": probs}, {"intent": probs}, {"intent": y}, labels, LIMITS, 10)
+    assert reasons == [] and numbers["intent/top1_agreement"] == 1.0
+    worse = probs.copy()
+    flip = np.where(y == 0)[0][:5]  # five rows of class a now predicted as b
+    worse[flip] = worse[flip][:, [1, 0, 2]]
+    numbers, reasons = gate({"intent": probs}, {"intent": worse}, {"intent": y}, labels, LIMITS, 10)
+    assert numbers["intent/top1_agreement"] == pytest.approx(195 / 200)
+    assert numbers["intent/fpr_rise_max"] > 0.005
+    assert any("top1_agreement" in r for r in reasons)
+    assert any("fpr_rise_max" in r and "(b)" in r for r in reasons)
+
+
+def test_parity_counts_decision_mismatches():
+    ref = np.array([[0.9, 0.1], [0.6, 0.4]])
+    cand = np.array([[0.79, 0.21], [0.6, 0.4]])
+    out = parity({"h": ref}, {"h": cand}, {"h": np.array([0.8, 0.8])}, 0.0)
+    assert out["h/max_abs_diff"] == pytest.approx(0.11)
+    assert out["h/top1_agreement"] == 1.0
+    assert out["h/decision_mismatches"] == 1.0
+
+
+def test_failed_parity_gate_writes_no_bundle(pipeline, monkeypatch, tmp_path):
+    cfg, _tmp, _ = pipeline
+    cfg = cfg.copy()
+    cfg.export.out_dir = str(tmp_path / "onnx")
+    cfg.export.report = str(tmp_path / "export.json")
+    cfg.export.quantize = cfg.export.trim_vocab = False
+    cfg.tracking.enabled = False
+    real = export.export_graph
+
+    def drifted(model, temperatures, pad_id, path, opset):  # a graph with the wrong temperature
+        real(model, {h: t * 3 for h, t in temperatures.items()}, pad_id, path, opset)
+
+    monkeypatch.setattr(export, "export_graph", drifted)
+    with pytest.raises(RuntimeError, match="parity gate failed"):
+        export.run(cfg)
+    assert not (tmp_path / "onnx").exists() and not (tmp_path / "export.json").exists()
