@@ -4,14 +4,20 @@ Train starts a run and stores its id in the checkpoint folder (``run_id``); late
 same run with :meth:`Tracker.resume`. The store is ``tracking.uri`` if set, else
 ``MLFLOW_TRACKING_URI``, else an SQLite file in the project (absolute path: DVC may run stages
 outside the workspace). With ``tracking.enabled=false`` every call is a no-op.
+
+Sweeps: :class:`Runs` writes to runs by id (a sweep's parent stays open while its trials run),
+and inside :func:`nested_under` every run a stage starts is a child of the sweep's parent.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -154,3 +160,112 @@ def add_to_checkpoint_run(
     for path, folder in artifacts:
         tracker.log_artifact(path, folder)
     tracker.end()
+
+
+# --- Sweeps: a parent run, one nested child run per trial --------------------------------------
+
+PARENT_TAG = "mlflow.parentRunId"  # the tag by which MLflow nests a run under another
+RUN_CONTEXT_ENV = "MLFLOW_RUN_CONTEXT"  # JSON tags MLflow adds to every run it starts
+
+
+@contextmanager
+def nested_under(parent_run_id: str | None, tags: dict[str, str]) -> Iterator[None]:
+    """Every MLflow run started inside the block is a child of ``parent_run_id`` (when given)
+    and carries ``tags``.
+
+    MLflow adds the JSON in ``MLFLOW_RUN_CONTEXT`` to the tags of each run it starts, so the
+    stages start their runs as usual and know nothing of sweeps. One block at a time per process
+    (a sweep worker runs one trial at a time).
+    """
+    context = {**tags, **({PARENT_TAG: parent_run_id} if parent_run_id else {})}
+    previous = os.environ.get(RUN_CONTEXT_ENV)
+    os.environ[RUN_CONTEXT_ENV] = json.dumps(context)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(RUN_CONTEXT_ENV, None)
+        else:
+            os.environ[RUN_CONTEXT_ENV] = previous
+
+
+class Runs:
+    """Writes to MLflow runs by id without making any of them the active run, so one process can
+    keep a sweep's parent run open while its trials start and end their own runs.
+
+    Args:
+        enabled: False makes every method a no-op (``create`` returns None).
+        uri: tracking URI; None uses :func:`default_uri`.
+        experiment: experiment name (created if missing).
+        root: project folder, for the default URI.
+    """
+
+    def __init__(self, enabled: bool, uri: str | None, experiment: str, root: Path):
+        self.enabled = enabled
+        if enabled:
+            import mlflow
+
+            Tracker(True, uri, experiment, root)  # points MLflow at the store, makes the experiment
+            self._client = mlflow.MlflowClient()
+            self._experiment_id = mlflow.get_experiment_by_name(experiment).experiment_id
+
+    def create(self, run_name: str, tags: dict[str, str]) -> str | None:
+        """Start a new run (status RUNNING); its id."""
+        if not self.enabled:
+            return None
+        run = self._client.create_run(self._experiment_id, tags=tags, run_name=run_name)
+        return run.info.run_id
+
+    def reopen(self, run_id: str | None) -> bool:
+        """Set an existing run's status back to RUNNING; False when this store has no such run
+        (or it was deleted)."""
+        if not (self.enabled and run_id):
+            return False
+        try:
+            run = self._client.get_run(run_id)
+        except Exception:  # MlflowException: not in this store
+            return False
+        if run.info.lifecycle_stage == "deleted":
+            return False
+        self._client.update_run(run_id, status="RUNNING")
+        return True
+
+    def log_params(self, run_id: str | None, params: dict[str, Any]) -> None:
+        """Log the parameters the run does not have yet (MLflow never changes a logged value:
+        a resumed sweep keeps its first values)."""
+        if not (self.enabled and run_id):
+            return
+        from mlflow.entities import Param
+
+        logged = self._client.get_run(run_id).data.params
+        new = [Param(k, str(v)[:6000]) for k, v in params.items() if k not in logged]
+        for start in range(0, len(new), 100):  # MLflow's batch limit for params
+            self._client.log_batch(run_id, params=new[start : start + 100])
+
+    def log_metrics(
+        self, run_id: str | None, metrics: dict[str, float], step: int | None = None
+    ) -> None:
+        if not (self.enabled and run_id):
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(_metric_name(k), float(v), now, step or 0) for k, v in metrics.items()]
+        for start in range(0, len(batch), 1000):  # MLflow's batch limit for metrics
+            self._client.log_batch(run_id, metrics=batch[start : start + 1000])
+
+    def set_tags(self, run_id: str | None, tags: dict[str, str]) -> None:
+        if not (self.enabled and run_id):
+            return
+        from mlflow.entities import RunTag
+
+        self._client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_artifact(self, run_id: str | None, path: Path, folder: str | None = None) -> None:
+        if self.enabled and run_id:
+            self._client.log_artifact(run_id, str(path), artifact_path=folder)
+
+    def end(self, run_id: str | None, status: str = "FINISHED") -> None:
+        """Mark the run ended: FINISHED, FAILED or KILLED."""
+        if self.enabled and run_id:
+            self._client.set_terminated(run_id, status=status)

@@ -18,7 +18,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -136,8 +136,12 @@ def monitored(metrics: dict[str, float], heads: list[str], monitor: str, split: 
     return metrics[f"{split}/{monitor}/macro_f1"]
 
 
-def run(cfg: DictConfig) -> Path:
-    """Train on ``cfg.data`` and write the best checkpoint to ``cfg.train.out_dir``."""
+def run(cfg: DictConfig, on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> Path:
+    """Train on ``cfg.data`` and write the best checkpoint to ``cfg.train.out_dir``.
+
+    ``on_epoch(epoch, metrics)``, if given, sees each epoch's validation metrics (a sweep's
+    pruner) and may raise to stop training; the run then ends as failed.
+    """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from transformers import AutoTokenizer, get_linear_schedule_with_warmup
@@ -270,6 +274,8 @@ def run(cfg: DictConfig) -> Path:
                 if stale >= tcfg.patience:
                     log.info("early stop: no val improvement for %d epochs", stale)
                     break
+            if on_epoch is not None:
+                on_epoch(epoch, metrics)
             accelerator.wait_for_everyone()
         status = "FINISHED"
     finally:
