@@ -48,7 +48,7 @@ MODEL_FILE, TOKENIZER_FILE, ROUTING_FILE, MANIFEST_FILE = (
 HEADS = ("intent", "sentiment")
 # classified once at load so that the first request does not pay for onnxruntime's first run and
 # for lingua loading its n-gram models (1 to 5-grams, loaded lazily: a long text needs them all)
-WARM_UP = "Where is my order, I am waiting for a week now? Waar blijft mijn bestelling, al een week?"
+WARM_UP = "Where is my order, waiting for a week now? Waar blijft mijn bestelling, al een week?"
 # log(0) is clipped here when a language's own temperature rescales probabilities
 _TINY = float(np.finfo(np.float32).tiny)
 
