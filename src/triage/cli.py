@@ -29,6 +29,13 @@ STAGES = {
     "serve": "triage.serve",
     "sweep": "triage.sweep",
     "sweep-promote": "triage.promote",
+    "audit-sample": "triage.auditsample",
+    "audit-reviewer": "triage.auditreviewer",
+    "audit-serve": "triage.auditapp",
+    "audit-report": "triage.auditreport",
+    "audit-export": "triage.auditexport",
+    "audit-issues": "triage.auditissues",
+    "audit-labelstudio": "triage.auditlabelstudio",
 }
 # stages that compose a config of their own per trial: they get the overrides too
 RECOMPOSING = {"sweep"}

@@ -68,6 +68,9 @@ class SourceConfig:
     # keep at most this many rows per mapped label (a seeded sample); None keeps all
     max_per_label: int | None = None
     on_invalid: OnInvalid = OnInvalid.error
+    # kind=file only: a missing path, or a folder with no data files yet, is skipped (the audit's
+    # feedback folder before the first export) instead of being an error
+    optional: bool = False
     # adapter-specific settings (tweeteval task, fewshot dataset and splits, hub config name, ...)
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -334,6 +337,116 @@ class SweepConfig:
 
 
 @dataclass
+class AuditSampleConfig:
+    """Types only; the values and what they mean are in ``configs/audit/default.yaml``."""
+
+    since: str | None = MISSING
+    until: str | None = MISSING
+    days: int = MISSING
+    size: int = MISSING
+    control_share: float = MISSING
+    strata: dict[str, float] = MISSING
+    near_band: float = MISSING
+    low_confidence_below: float = MISSING
+    negative_label: str = MISSING
+    rare_share: float = MISSING
+    dual_share: float = MISSING
+    seed: int = MISSING
+
+
+@dataclass
+class AuditReviewerConfig:
+    """Types only; see ``configs/audit/default.yaml``."""
+
+    name: str | None = MISSING
+    adjudicator: bool = MISSING
+    rotate: bool = MISSING
+
+
+@dataclass
+class AuditAppConfig:
+    """Types only; see ``configs/audit/default.yaml``."""
+
+    host: str = MISSING
+    port: int = MISSING
+    claim_minutes: float = MISSING
+    secure_cookie: bool = MISSING
+
+
+@dataclass
+class AuditTargetsConfig:
+    """Types only; see ``configs/audit/default.yaml``."""
+
+    accuracy: dict[str, float] = MISSING
+    auto_fpr: float | None = MISSING
+    moderation_precision: float | None = MISSING
+    moderation_actions: list[str] = MISSING
+    kappa: float | None = MISSING
+    ece: float | None = MISSING
+    drift_psi: float | None = MISSING
+
+
+@dataclass
+class AuditReportConfig:
+    """Types only; see ``configs/audit/default.yaml``."""
+
+    targets: AuditTargetsConfig = field(default_factory=AuditTargetsConfig)
+    alpha: float = MISSING
+    bootstrap: int = MISSING
+    n_bins: int = MISSING
+    train_data: str | None = MISSING
+    reference_predictions: str | None = MISSING
+    out_dir: str = MISSING
+
+
+@dataclass
+class AuditExportConfig:
+    """Types only; see ``configs/audit/default.yaml``."""
+
+    out_dir: str = MISSING
+    dvc_add: bool = MISSING
+
+
+@dataclass
+class AuditIssuesConfig:
+    """Types only; see ``configs/audit/default.yaml``."""
+
+    data_dir: str = MISSING
+    splits: list[str] = MISSING
+    folds: int = MISSING
+    c: float = MISSING
+    seed: int = MISSING
+    max_rows: int | None = MISSING
+    out_file: str = MISSING
+    push: bool = MISSING
+
+
+@dataclass
+class AuditLabelStudioConfig:
+    """Types only; see ``configs/audit/default.yaml``."""
+
+    action: str = MISSING
+    file: str | None = MISSING
+    out_dir: str = MISSING
+
+
+@dataclass
+class AuditConfig:
+    """Types only; the values and what they mean are in ``configs/audit/default.yaml``."""
+
+    db_url: str = MISSING
+    prediction_log: str = MISSING
+    batch: str | None = MISSING
+    sample: AuditSampleConfig = field(default_factory=AuditSampleConfig)
+    reviewer: AuditReviewerConfig = field(default_factory=AuditReviewerConfig)
+    app: AuditAppConfig = field(default_factory=AuditAppConfig)
+    report: AuditReportConfig = field(default_factory=AuditReportConfig)
+    export: AuditExportConfig = field(default_factory=AuditExportConfig)
+    issues: AuditIssuesConfig = field(default_factory=AuditIssuesConfig)
+    labelstudio: AuditLabelStudioConfig = field(default_factory=AuditLabelStudioConfig)
+
+
+@dataclass
 class PathsConfig:
     root: str = MISSING
     public_data: str = MISSING
@@ -353,6 +466,7 @@ class Config:
     serve: ServeConfig = MISSING
     classify: ClassifyConfig = MISSING
     tracking: TrackingConfig = MISSING
+    audit: AuditConfig = MISSING
     # only with `sweep=<space>` (triage sweep, triage sweep-promote)
     sweep: SweepConfig | None = None
 

@@ -190,6 +190,13 @@ def read_file_source(path: Path, fmt: str | None, columns: dict[str, str]) -> It
             )
 
 
+def has_data_files(path: Path) -> bool:
+    """Whether ``path`` is a data file, or a folder with at least one (by suffix)."""
+    if path.is_dir():
+        return any(p.suffix.lower() in FORMATS for p in path.iterdir())
+    return path.is_file()
+
+
 def read_hub_source(
     name: str, options: dict[str, Any], columns: dict[str, str]
 ) -> Iterator[RawRow]:
@@ -471,6 +478,9 @@ def build_dataset(
         kind = source["kind"]
         if kind == "file":
             path = _resolve(source["path"], project_root)
+            if source.get("optional") and not has_data_files(path):
+                report.read[name] += 0  # listed in the report with 0 rows read
+                continue
             rows = read_file_source(path, source["format"], source["columns"])
         elif kind == "hub":
             rows = read_hub_source(source["path"], source["options"], source["columns"])
