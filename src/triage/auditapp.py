@@ -97,6 +97,20 @@ def shown(item: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def current_reviewer(request: Request) -> Reviewer:
+    """The signed-in reviewer of a request (401 without a live session)."""
+    found = request.app.state.db.session_reviewer(request.cookies.get(COOKIE))
+    if found is None:
+        raise HTTPException(401, "sign in first")
+    # a JSON API behind a SameSite=Strict cookie: a cross-site form cannot send JSON
+    if request.method == "POST" and "json" not in request.headers.get("content-type", ""):
+        raise HTTPException(415, "send JSON")
+    return found
+
+
+Me = Annotated[Reviewer, Depends(current_reviewer)]
+
+
 def create_app(db: AuditDB, claim_minutes: float = 10.0, secure_cookie: bool = False) -> FastAPI:
     """The review app on an open :class:`AuditDB`.
 
@@ -117,17 +131,6 @@ def create_app(db: AuditDB, claim_minutes: float = 10.0, secure_cookie: bool = F
     @app.exception_handler(AuditError)
     async def audit_error(_request: Request, exc: AuditError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=400)
-
-    def reviewer(request: Request) -> Reviewer:
-        found = db.session_reviewer(request.cookies.get(COOKIE))
-        if found is None:
-            raise HTTPException(401, "sign in first")
-        # a JSON API behind a SameSite=Strict cookie: a cross-site form cannot send JSON
-        if request.method == "POST" and "json" not in request.headers.get("content-type", ""):
-            raise HTTPException(415, "send JSON")
-        return found
-
-    Me = Annotated[Reviewer, Depends(reviewer)]
 
     def labels_of(batch_id: str) -> dict[str, list[str]]:
         return db.batch(batch_id)["labels"]

@@ -699,7 +699,7 @@ class AuditDB:
                     break
             if chosen is None and reviewer.adjudicator:
                 chosen, why = (
-                    self._next_conflict(conn, batch_id, reviewer, claimed_by),
+                    self._next_conflict(conn, batch_id, reviewer, claimed_by, reviewed_by),
                     "adjudication",
                 )
             if chosen is None:
@@ -711,8 +711,15 @@ class AuditDB:
         return dict(row._mapping), why
 
     def _next_conflict(
-        self, conn: Connection, batch_id: str, reviewer: Reviewer, claimed_by: dict[int, set[int]]
+        self,
+        conn: Connection,
+        batch_id: str,
+        reviewer: Reviewer,
+        claimed_by: dict[int, set[int]],
+        reviewed_by: dict[int, set[int]],
     ) -> int | None:
+        """The first conflict nobody adjudicated and no other adjudicator holds (the claims of
+        the reviewers who made the conflict do not count)."""
         adjudicated = set(
             conn.execute(
                 select(reviews.c.item_id)
@@ -738,7 +745,7 @@ class AuditDB:
         for item_id, verdicts in current.items():
             if item_id in adjudicated or len(set(verdicts.values())) < 2:
                 continue
-            if claimed_by[item_id] - {reviewer.id}:
+            if claimed_by[item_id] - reviewed_by[item_id] - {reviewer.id}:
                 continue
             return item_id
         return None
