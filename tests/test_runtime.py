@@ -44,6 +44,7 @@ BLOCKED_RUN = textwrap.dedent(
             return None
 
     sys.meta_path.insert(0, Refuse())
+    import triage.classify, triage.serve  # the whole serving side, not only the runtime
     from triage.runtime import Runtime
 
     bundle, inputs, out = sys.argv[1:4]

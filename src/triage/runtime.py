@@ -240,7 +240,9 @@ class Runtime:
             )
 
     @classmethod
-    def load(cls, folder: str | os.PathLike[str], threads: int | None = None, verify: bool = True):
+    def load(
+        cls, folder: str | os.PathLike[str], threads: int | None = None, verify: bool = True
+    ) -> Runtime:
         """Load a bundle folder.
 
         Args:
