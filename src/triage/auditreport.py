@@ -194,13 +194,7 @@ def agreement(frame: pd.DataFrame, labels: dict[int, ItemLabel], boot: int, alph
         codes = {label: i for i, label in enumerate(sorted(set(a) | set(b)))}
         x, y = np.array([codes[v] for v in a]), np.array([codes[v] for v in b])
         if len(a) >= 2:
-            value, lower, upper = bootstrap_ci(
-                lambda u, v: st.kappa(u.tolist(), v.tolist()) if len(u) else math.nan,
-                x,
-                y,
-                n_boot=boot,
-                alpha=alpha,
-            )
+            value, lower, upper = bootstrap_ci(st.kappa, x, y, n_boot=boot, alpha=alpha)
         else:
             value = lower = upper = st.kappa(a, b)
         out[head] = {
