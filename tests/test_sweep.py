@@ -180,7 +180,7 @@ def test_a_resumed_sweep_does_not_repeat_finished_trials(tiny_sweep):
     assert {"objective", "macro_f1", "worst_fpr", "ece", "coverage", "duration_s"} <= set(header)
     assert len(summary) == 1 + 4
     best = json.loads((tmp / "models" / "sweeps" / "quick" / "best.json").read_text())
-    assert best["objective"] == max(t.value for t in study.trials if t.value is not None)
+    assert best["objective"] == study.best_value  # the best complete trial, never a pruned one
     assert best["overrides"][0] == "experiment=quick"
 
 
@@ -203,6 +203,8 @@ def test_a_sweep_is_one_parent_run_with_nested_trial_runs(tiny_sweep):
             assert child.info.status == "KILLED"
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics["best/objective"] == pytest.approx(study.best_value)
+    best = {"best/macro_f1", "best/ece", "best/worst_fpr", "best/coverage", "best/trial"}
+    assert best <= set(parent.data.metrics)
     assert parent.data.tags["best.trial"] == str(study.best_trial.number)
     assert parent.data.params["sweep.study_name"] == "quick"
     files = {a.path for a in client.list_artifacts(parent.info.run_id)}

@@ -101,3 +101,13 @@ class Objective:
             coverage=float(metrics.get(f"{prefix}coverage", 0.0)),
             compliant=compliant,
         )
+
+    def named(self, score: Mapping[str, Any]) -> dict[str, float]:
+        """A score's (or its stored dict's) numbers under their names: the metric's, the
+        tie-breaker's, ``worst_fpr`` and ``coverage``."""
+        return {
+            self.metric: float(score["metric"]),
+            self.tie_breaker: float(score["tie_breaker"]),
+            "worst_fpr": float(score["worst_fpr"]),
+            "coverage": float(score["coverage"]),
+        }

@@ -26,7 +26,14 @@ from omegaconf import DictConfig
 
 from triage.config import ConfigError, load_config, to_container
 from triage.data import write_atomic
-from triage.sweep import CONFIG_ATTR, PROMOTED_GROUPS, require_sweep, storage
+from triage.sweep import (
+    CONFIG_ATTR,
+    PROMOTED_GROUPS,
+    best_trial,
+    objective_of,
+    require_sweep,
+    storage,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,21 +67,20 @@ def run(cfg: DictConfig) -> Path:
             f"no study {scfg.study_name!r} in {scfg.storage}; run `triage sweep` with the same "
             "sweep overrides first"
         ) from exc
-    complete = [t for t in study.get_trials(deepcopy=False) if t.value is not None]
-    if not complete:
+    best = best_trial(study)
+    if best is None:
         raise ConfigError(f"study {scfg.study_name!r} has no complete trial yet")
-    best = max(complete, key=lambda t: t.value)
     trained = best.user_attrs[CONFIG_ATTR]
     defaults = to_container(load_config(["~experiment"], root))
     values = changes(trained, defaults)
     name = f"{scfg.study_name}_best"
-    score = best.user_attrs.get("score", {})
+    numbers = objective_of(cfg).named(best.user_attrs["score"])
     data = trained["data"]
     header = [
         "# @package _global_",
         f"# The best trial of sweep `{scfg.study_name}` (written by `triage sweep-promote`):",
         f"# trial {best.number}, objective {best.value:.4f}; on val: "
-        + ", ".join(f"{k} {v:.4f}" for k, v in score.items() if isinstance(v, float)),
+        + ", ".join(f"{k} {v:.4f}" for k, v in numbers.items()),
         f"# MLflow run {best.user_attrs.get('run_id')}; trained on data={data}.",
         f"# Values that differ from the defaults. Use: triage train experiment={name}",
     ]

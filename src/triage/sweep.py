@@ -181,6 +181,13 @@ def count(study: optuna.Study, states: tuple[optuna.trial.TrialState, ...]) -> i
     return len(study.get_trials(deepcopy=False, states=states))
 
 
+def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The complete trial with the highest objective (a pruned trial's value is only its last
+    intermediate metric); None before the first complete trial."""
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return max(complete, key=lambda t: t.value) if complete else None
+
+
 def retry_failed(study: optuna.Study) -> int:
     """Queue every failed trial that was not retried yet once more, with the same values (an
     interrupted or crashed trial; a trial of a dead worker is queued by the heartbeat check).
@@ -292,6 +299,7 @@ def run_trial(trial: optuna.Trial, base: list[str], cfg: DictConfig, parent: str
     chosen = [f"{dim['override']}={hydra_value(values[k])}" for k, dim in space.items()]
     trial.set_user_attr("overrides", [*base, *chosen])
     folder = Path(scfg.out_dir) / f"trial_{trial.number}"
+    shutil.rmtree(folder, ignore_errors=True)  # left by an earlier study of the same name
     tcfg = load_config([*base, *chosen, *trial_paths(folder, scfg.study_name, trial.number)], root)
     write_atomic(folder / "config.yaml", lambda p: p.write_text(to_yaml(tcfg)))
     trial.set_user_attr(
@@ -302,18 +310,19 @@ def run_trial(trial: optuna.Trial, base: list[str], cfg: DictConfig, parent: str
     checkpoint = Path(tcfg.train.out_dir)
     tags = {"sweep.study": scfg.study_name, "sweep.trial": str(trial.number)}
     key = f"val/{objective.head}/{objective.metric}"
-    with nested_under(parent, tags):
-        try:
+    try:
+        with nested_under(parent, tags):
             train(tcfg, on_epoch=pruning(trial, key, tcfg.train.epochs))
-        except optuna.TrialPruned:
-            run_id = read_run_id(checkpoint)
-            runs.set_tags(run_id, {"sweep.state": "PRUNED"})
-            runs.end(run_id, "KILLED")
-            raise
+        calibrate(tcfg)
+        evaluate(tcfg)
+    except BaseException as exc:  # pruned, interrupted or crashed: say so on the trial's run
+        pruned = isinstance(exc, optuna.TrialPruned)
+        run_id = read_run_id(checkpoint)
+        runs.set_tags(run_id, {"sweep.state": "PRUNED" if pruned else "FAIL"})
+        runs.end(run_id, "KILLED" if pruned else "FAILED")
+        raise
     run_id = read_run_id(checkpoint)
     trial.set_user_attr("run_id", run_id)
-    calibrate(tcfg)
-    evaluate(tcfg)
     metrics = json.loads((Path(tcfg.evaluate.out_dir) / "metrics.json").read_text())
     score = objective(metrics)
     trial.set_user_attr("score", asdict(score))
@@ -388,6 +397,10 @@ def work(overrides: list[str], root: str, worker: int = 0, threads: int | None =
     Returns:
         How many trials this worker ran.
     """
+    if not logging.getLogger().handlers:  # a submitit worker process: log as the command does
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"
+        )
     cfg = load_config(overrides, Path(root))
     scfg = cfg.sweep
     if threads:
@@ -397,14 +410,10 @@ def work(overrides: list[str], root: str, worker: int = 0, threads: int | None =
     base = trial_base(overrides, scfg, parse_search_space(list(scfg.params)))
     study = optuna.load_study(study_name=scfg.study_name, storage=storage(scfg))
     seed = scfg.sampler.seed + len(study.get_trials(deepcopy=False)) + 1000 * worker
-    study = optuna.load_study(
-        study_name=scfg.study_name,
-        storage=storage(scfg),
-        sampler=optuna.samplers.TPESampler(
-            seed=seed, n_startup_trials=scfg.sampler.n_startup_trials
-        ),
-        pruner=pruner(scfg.pruner),
+    study.sampler = optuna.samplers.TPESampler(
+        seed=seed, n_startup_trials=scfg.sampler.n_startup_trials
     )
+    study.pruner = pruner(scfg.pruner)
     parent = study.user_attrs.get(PARENT_ATTR)
     ran = 0
     with sigterm_interrupts():
@@ -468,14 +477,16 @@ def summary(study: optuna.Study, space: dict[str, Any], objective: Objective) ->
     rows = []
     for t in study.get_trials(deepcopy=False):
         score = t.user_attrs.get("score", {})
+        last = t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None
         end = t.datetime_complete
         rows.append(
             {
                 "trial": t.number,
                 "state": t.state.name,
                 **{k: t.params.get(k) for k in space},
-                "objective": t.value,
-                objective.metric: score.get("metric"),
+                "objective": score.get("value"),
+                # a pruned trial: its metric at the epoch it was stopped
+                objective.metric: score.get("metric", last),
                 "worst_fpr": score.get("worst_fpr"),
                 objective.tie_breaker: score.get("tie_breaker"),
                 "coverage": score.get("coverage"),
@@ -516,8 +527,10 @@ def plots(study: optuna.Study, out_dir: Path) -> list[Path]:
     if count(study, (optuna.trial.TrialState.COMPLETE,)) < 2:
         return []
     files = []
-    with warnings.catch_warnings():
+    # rc_context: Optuna switches matplotlib to its own style; later evaluate plots keep theirs
+    with warnings.catch_warnings(), plt.rc_context():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.simplefilter("ignore", UserWarning)  # axis limits of a parameter with one value
         for name, draw in (
             ("parallel_coordinate", ovm.plot_parallel_coordinate),
             ("param_importances", ovm.plot_param_importances),
@@ -553,9 +566,8 @@ def report(
     files = [out_dir / "summary.csv", out_dir / "summary.md", *plots(study, out_dir)]
     states = table["state"].value_counts().to_dict()
     runs.log_metrics(parent, {f"trials/{s.lower()}": float(n) for s, n in states.items()})
-    complete = [t for t in study.get_trials(deepcopy=False) if t.value is not None]
-    if complete:
-        best = max(complete, key=lambda t: t.value)
+    best = best_trial(study)
+    if best is not None:
         record = {
             "study": cfg.sweep.study_name,
             "trial": best.number,
@@ -567,13 +579,12 @@ def report(
         }
         write_json(out_dir / "best.json", record)
         files.append(out_dir / "best.json")
-        numbers = {k: v for k, v in record["score"].items() if isinstance(v, (int, float))}
         runs.log_metrics(
             parent,
             {
                 "best/trial": float(best.number),
                 "best/objective": best.value,
-                **{f"best/{k}": float(v) for k, v in numbers.items()},
+                **{f"best/{k}": v for k, v in objective.named(record["score"]).items()},
             },
         )
         runs.set_tags(parent, {"best.trial": str(best.number), "best.run_id": record["run_id"]})
