@@ -61,6 +61,7 @@ PROMOTED_GROUPS = ("train", "model", "calibrate")  # what a trial's config can c
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 LAUNCHERS = ("local", "slurm")
 PRUNERS = ("median", "hyperband", "none")
+MAX_RETRY = 1  # a failed trial runs once more with the same values; a failed retry does not
 
 
 def run(cfg: DictConfig, overrides: list[str]) -> Path:
@@ -172,7 +173,7 @@ def storage(scfg: DictConfig) -> optuna.storages.RDBStorage:
             heartbeat_interval=scfg.heartbeat_s,
             grace_period=3 * scfg.heartbeat_s,
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                max_retry=1
+                max_retry=MAX_RETRY
             ),
         )
 
@@ -189,19 +190,22 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
 
 
 def retry_failed(study: optuna.Study) -> int:
-    """Queue every failed trial that was not retried yet once more, with the same values (an
-    interrupted or crashed trial; a trial of a dead worker is queued by the heartbeat check).
-    Returns how many were queued."""
+    """Queue each failed trial once more with the same values (an interrupted or crashed
+    trial), unless it is itself a retry or was queued already (a dead worker's trial is queued
+    by the heartbeat check). Returns how many were queued."""
     trials = study.get_trials(deepcopy=False)
-    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    queued = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
     failed = [
         t
         for t in trials
-        if t.state == optuna.trial.TrialState.FAIL and t.number not in retried and t.params
+        if t.state == optuna.trial.TrialState.FAIL
+        and t.params
+        and t.number not in queued
+        and len(t.system_attrs.get("retry_history", [])) < MAX_RETRY
     ]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        again = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+        again = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
         for trial in failed:
             again(study, trial)
     return len(failed)
@@ -276,14 +280,16 @@ def pruning(trial: optuna.Trial, key: str, epochs: int) -> Callable[[int, dict[s
 
 def trial_paths(folder: Path, study_name: str, number: int) -> list[str]:
     """A trial's fixed output paths, val evaluation and MLflow run name."""
-    path = lambda p: hydra_value(str(p))  # noqa: E731
+    checkpoint, calibration, evaluation = (
+        hydra_value(str(folder / name)) for name in ("checkpoint", "calibration.json", "evaluation")
+    )
     return [
-        f"train.out_dir={path(folder / 'checkpoint')}",
-        f"calibrate.checkpoint={path(folder / 'checkpoint')}",
-        f"calibrate.out_file={path(folder / 'calibration.json')}",
-        f"evaluate.checkpoint={path(folder / 'checkpoint')}",
-        f"evaluate.calibration={path(folder / 'calibration.json')}",
-        f"evaluate.out_dir={path(folder / 'evaluation')}",
+        f"train.out_dir={checkpoint}",
+        f"calibrate.checkpoint={checkpoint}",
+        f"calibrate.out_file={calibration}",
+        f"evaluate.checkpoint={checkpoint}",
+        f"evaluate.calibration={calibration}",
+        f"evaluate.out_dir={evaluation}",
         "evaluate.split=val",
         "evaluate.compare_with=null",
         f"tracking.run_name={study_name}-trial_{number}",
