@@ -184,3 +184,22 @@ def test_export_holds_back_conflicts_and_prepare_reads_it(reviewed, root):
     ]
     frame, _, report = build_dataset(data, root, root)
     assert report["read_per_source"]["feedback"] == 0 and len(frame) > 1000
+
+
+def test_export_versions_the_file_with_dvc(tmp_path):
+    """In a DVC project, the exported file gets its .dvc file (to commit) and DVC's cache."""
+    import subprocess
+    import sys
+
+    project = tmp_path / "project"
+    (project / "data" / "feedback").mkdir(parents=True)
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=project, check=True)
+    path = project / "data" / "feedback" / "b1.jsonl"
+    path.write_text('{"id": "feedback-m1", "text": "hoi", "intent": "other"}\n')
+    assert auditexport.dvc_add(path, project)
+    dvc_file = path.with_name("b1.jsonl.dvc")
+    assert dvc_file.is_file() and "md5" in dvc_file.read_text()
+    assert "/b1.jsonl" in (path.parent / ".gitignore").read_text()
+    # outside a DVC project it says so and leaves the file alone
+    assert not auditexport.dvc_add(path, tmp_path)

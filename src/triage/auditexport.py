@@ -28,6 +28,7 @@ import logging
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +53,17 @@ def feedback_rows(
     items: list[dict[str, Any]],
     labels: dict[int, ItemLabel],
     exported_at: str,
-    skip_ids: set[str] = frozenset(),  # type: ignore[assignment]
+    skip_ids: AbstractSet[str] = frozenset(),
 ) -> tuple[list[dict[str, Any]], Counter]:
-    """The exportable items of a batch as data records, and what was held back by reason."""
+    """The exportable items of a batch as data records, and what was held back by reason.
+
+    Args:
+        batch: the batch row.
+        items: its items.
+        labels: :meth:`AuditDB.labels` of the batch.
+        exported_at: the export time written into every row.
+        skip_ids: record ids other feedback files already hold.
+    """
     rows, held = [], Counter()
     for item in items:
         label = labels[item["id"]]

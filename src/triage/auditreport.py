@@ -64,18 +64,21 @@ class Section:
 
 
 def _fmt(value: Any) -> str:
+    """A table cell: floats to three decimals, NaN as n/a."""
     if isinstance(value, float):
         return "n/a" if math.isnan(value) else f"{value:.3f}"
     return str(value)
 
 
 def _interval(est: dict[str, float]) -> str:
+    """``85.0% [80.1%, 89.2%]`` from an estimate with bounds."""
     if math.isnan(est["estimate"]):
         return "n/a"
     return f"{est['estimate']:.1%} [{est['lower']:.1%}, {est['upper']:.1%}]"
 
 
 def render_markdown(title: str, sections: list[Section]) -> str:
+    """The report as Markdown (tables and relative image links)."""
     lines = [f"# {title}", ""]
     for s in sections:
         lines += [f"## {s.title}", ""]
@@ -148,6 +151,7 @@ def estimate(frame: pd.DataFrame, hits: pd.Series, alpha: float) -> dict[str, di
 
 
 def accuracy(frame: pd.DataFrame, alpha: float) -> dict[str, dict[str, Any]]:
+    """Per head, the share of reviewed items whose model label the reviewer kept."""
     out = {}
     for head in HEADS:
         known = frame[frame[f"true_{head}"].notna() & frame[head].notna()]

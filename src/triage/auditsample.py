@@ -51,7 +51,9 @@ CONTROL, REST = "control", "rest"
 MIN_CONTROL_SHARE = 0.2
 
 
-def period(since: str | None, until: str | None, days: int, now: datetime | None = None):
+def period(
+    since: str | None, until: str | None, days: int, now: datetime | None = None
+) -> tuple[datetime, datetime]:
     """The half-open period ``[since, until)`` from config values.
 
     Both None: the ``days`` days before now. One given: the other is ``days`` away from it.
