@@ -181,6 +181,7 @@ def test_a_resumed_sweep_does_not_repeat_finished_trials(tiny_sweep):
     assert header[:2] == ["trial", "state"] and "train.lr" in header
     assert {"objective", "macro_f1", "worst_fpr", "ece", "coverage", "duration_s"} <= set(header)
     assert len(summary) == 1 + 4
+    assert not list((tmp / "models" / "sweeps" / "quick").glob("trial_*/checkpoint"))
     best = json.loads((tmp / "models" / "sweeps" / "quick" / "best.json").read_text())
     assert best["objective"] == study.best_value  # the best complete trial, never a pruned one
     assert best["overrides"][0] == "experiment=quick"

@@ -319,6 +319,7 @@ def run_trial(trial: optuna.Trial, base: list[str], cfg: DictConfig, parent: str
     try:
         with nested_under(parent, tags):
             train(tcfg, on_epoch=pruning(trial, key, tcfg.train.epochs))
+        run_id = read_run_id(checkpoint)
         calibrate(tcfg)
         evaluate(tcfg)
     except BaseException as exc:  # pruned, interrupted or crashed: say so on the trial's run
@@ -327,7 +328,9 @@ def run_trial(trial: optuna.Trial, base: list[str], cfg: DictConfig, parent: str
         runs.set_tags(run_id, {"sweep.state": "PRUNED" if pruned else "FAIL"})
         runs.end(run_id, "KILLED" if pruned else "FAILED")
         raise
-    run_id = read_run_id(checkpoint)
+    finally:
+        if not scfg.keep_checkpoints:
+            shutil.rmtree(checkpoint, ignore_errors=True)
     trial.set_user_attr("run_id", run_id)
     metrics = json.loads((Path(tcfg.evaluate.out_dir) / "metrics.json").read_text())
     score = objective(metrics)
@@ -341,8 +344,6 @@ def run_trial(trial: optuna.Trial, base: list[str], cfg: DictConfig, parent: str
         },
     )
     runs.set_tags(run_id, {"sweep.state": "COMPLETE"})
-    if not scfg.keep_checkpoints:
-        shutil.rmtree(checkpoint, ignore_errors=True)
     log.info(
         "trial %d: objective %.4f (%s %.4f, worst automated FPR %.3f%s, %s %.4f)",
         trial.number,
