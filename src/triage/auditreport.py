@@ -297,11 +297,17 @@ def judge(metrics: dict[str, Any], targets: dict[str, Any]) -> dict[str, Any]:
     """Each target's status and sentence, and the overall verdict."""
     checks: list[dict[str, str]] = []
 
-    def check(name: str, est: dict[str, float] | None, target: float | None, direction: str):
+    def check(
+        name: str,
+        est: dict[str, float] | None,
+        target: float | None,
+        direction: str,
+        percent: bool = True,
+    ) -> None:
         if target is None:
             return
         status, sentence = (
-            st.verdict(est, target, direction) if est else ("no data", "no reviewed items")
+            st.verdict(est, target, direction, percent) if est else ("no data", "no reviewed items")
         )
         checks.append({"target": name, "status": status, "detail": sentence})
 
@@ -322,9 +328,9 @@ def judge(metrics: dict[str, Any], targets: dict[str, Any]) -> dict[str, Any]:
         )
     for head, value in metrics["agreement"].items():
         if head != "items":
-            check(f"{head} kappa", value, targets.get("kappa"), "min")
+            check(f"{head} kappa", value, targets.get("kappa"), "min", percent=False)
     for head, value in metrics["calibration"].items():
-        check(f"{head} ECE (control slice)", value["ece"], targets.get("ece"), "max")
+        check(f"{head} ECE (control slice)", value["ece"], targets.get("ece"), "max", False)
     limit = targets.get("drift_psi")
     for name, value in metrics["drift"].items():
         score = value.get("psi", value.get("psi_predicted"))

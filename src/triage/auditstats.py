@@ -115,7 +115,9 @@ def histogram_shares(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return counts / counts.sum() if counts.sum() else counts.astype(float)
 
 
-def verdict(estimate: dict[str, float], target: float, direction: str) -> tuple[str, str]:
+def verdict(
+    estimate: dict[str, float], target: float, direction: str, percent: bool = True
+) -> tuple[str, str]:
     """Judge an estimate with interval against a target.
 
     Args:
@@ -123,6 +125,7 @@ def verdict(estimate: dict[str, float], target: float, direction: str) -> tuple[
         target: the threshold.
         direction: ``"max"`` (the rate must stay at or below the target, e.g. an FPR) or
             ``"min"`` (at or above, e.g. accuracy).
+        percent: write the numbers as percentages (rates) or as plain decimals (kappa, ECE).
 
     Returns:
         ``(status, sentence)``: ``met`` (the whole interval is on the right side), ``not met``
@@ -132,7 +135,11 @@ def verdict(estimate: dict[str, float], target: float, direction: str) -> tuple[
     value, lower, upper = estimate["estimate"], estimate["lower"], estimate["upper"]
     if value is None or math.isnan(value):
         return "no data", "no reviewed items"
-    shown = f"{value:.1%} (95% CI {lower:.1%} to {upper:.1%}) against {target:.1%}"
+    fmt = "{:.1%}" if percent else "{:.3f}"
+    shown = (
+        f"{fmt.format(value)} (95% CI {fmt.format(lower)} to {fmt.format(upper)}) "
+        f"against {fmt.format(target)}"
+    )
     if direction == "max":
         if upper <= target:
             return "met", f"{shown}: below the target"
