@@ -14,6 +14,7 @@ import optuna
 import pytest
 
 from triage import sweep as sweep_stage
+from triage.cli import main
 from triage.config import ConfigError, load_config, parse_search_space
 from triage.objective import Objective
 from triage.promote import run as promote
@@ -59,7 +60,10 @@ def test_every_sweep_config_composes_with_every_experiment(root, name, experimen
             assert str(node[rest[0]] if rest else node).lower() == value.strip("'").lower()
 
 
-def test_sweep_config_errors_say_what_to_do(root):
+def test_sweep_config_errors_say_what_to_do(root, capsys):
+    assert main(["sweep"]) == 1
+    err = capsys.readouterr().err
+    assert "choose a search space: sweep=<name>, one of [" in err and "'quick'" in err
     with pytest.raises(ConfigError, match="is not a sweep"):
         parse_search_space(["train.epochs=3"])
     cfg = load_config(["sweep=quick"], root=root)
