@@ -183,7 +183,7 @@ def test_export_holds_back_conflicts_and_prepare_reads_it(reviewed, root):
         "authored"
     ]
     frame, _, report = build_dataset(data, root, root)
-    assert report["read_per_source"]["feedback"] == 0 and len(frame) > 1000
+    assert "feedback" not in report["read_per_source"] and len(frame) > 1000
 
 
 def test_export_versions_the_file_with_dvc(tmp_path):

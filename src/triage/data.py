@@ -479,8 +479,7 @@ def build_dataset(
         if kind == "file":
             path = _resolve(source["path"], project_root)
             if source.get("optional") and not has_data_files(path):
-                report.read[name] += 0  # listed in the report with 0 rows read
-                continue
+                continue  # nothing yet (the report stays as without the source)
             rows = read_file_source(path, source["format"], source["columns"])
         elif kind == "hub":
             rows = read_hub_source(source["path"], source["options"], source["columns"])
