@@ -178,3 +178,15 @@ def test_failed_parity_gate_writes_no_bundle(pipeline, monkeypatch, tmp_path):
     with pytest.raises(RuntimeError, match="parity gate failed"):
         export.run(cfg)
     assert not (tmp_path / "onnx").exists() and not (tmp_path / "export.json").exists()
+
+
+def test_a_broken_routing_table_stops_the_export(pipeline, tmp_path):
+    cfg, _tmp, _ = pipeline
+    cfg = cfg.copy()
+    cfg.export.out_dir = str(tmp_path / "onnx")
+    cfg.export.report = str(tmp_path / "export.json")
+    cfg.tracking.enabled = False
+    cfg.routing.negative.block_auto_reply_at = 1.5
+    with pytest.raises(ValueError, match="block_auto_reply_at"):
+        export.run(cfg)
+    assert not (tmp_path / "onnx").exists()

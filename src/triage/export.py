@@ -49,6 +49,8 @@ from triage.config import to_container
 from triage.data import MISSING_LABEL, atomic_folder, label_ids, load_split, write_json
 from triage.metrics import automation_report, coverage_at, ece, per_class, summary
 from triage.model import TriageModel, load_checkpoint, predict_logits
+from triage.routing import RoutingTable
+from triage.runtime import graph_probs
 from triage.tracking import add_to_checkpoint_run, fingerprint, read_run_id
 
 log = logging.getLogger(__name__)
@@ -125,26 +127,10 @@ def onnx_probs(
     pad_id: int,
     batch_size: int = 64,
 ) -> dict[str, np.ndarray]:
-    """The graph's probabilities per head for ``texts`` (in order), padded per batch."""
+    """The graph's probabilities per head for ``texts`` (in order), run as the runtime runs it."""
     tokenizer = copy.deepcopy(tokenizer)
     tokenizer.enable_truncation(max_length)
-    ids = [e.ids for e in tokenizer.encode_batch([prefix + t for t in texts])]
-    order = np.argsort([len(s) for s in ids], kind="stable")
-    names = [o.name for o in session.get_outputs()]
-    out: dict[str, np.ndarray] = {}
-    for start in range(0, len(order), batch_size):
-        index = order[start : start + batch_size]
-        width = max(len(ids[i]) for i in index)
-        input_ids = np.full((len(index), width), pad_id, dtype=np.int64)
-        mask = np.zeros((len(index), width), dtype=np.int64)
-        for row, i in enumerate(index):
-            input_ids[row, : len(ids[i])] = ids[i]
-            mask[row, : len(ids[i])] = 1
-        values = session.run(None, {"input_ids": input_ids, "attention_mask": mask})
-        for name, value in zip(names, values, strict=True):
-            head = name.removesuffix("_probs")
-            out.setdefault(head, np.zeros((len(texts), value.shape[1]), np.float32))[index] = value
-    return out
+    return graph_probs(session, tokenizer, texts, prefix, pad_id, batch_size)
 
 
 def session(path: Path) -> ort.InferenceSession:
@@ -348,6 +334,11 @@ def run(cfg: DictConfig) -> Path:
             f"{ecfg.calibration} calibrates heads {sorted(calibration['heads'])} but the "
             f"checkpoint has {sorted(labels)}: run `triage calibrate` on this checkpoint first"
         )
+    routing = to_container(cfg.routing)
+    RoutingTable.from_dict(routing)  # a broken table fails here, not in the service
+    unrouted = sorted(set(labels.get("intent", [])) - set(routing["intents"]))
+    if unrouted:
+        log.warning("routing names no rule for %s: those go to review (routing.default)", unrouted)
     heads_cal = calibration["heads"]
     temperatures = {h: heads_cal[h]["temperature"] for h in labels}
     thresholds = {
@@ -404,9 +395,10 @@ def run(cfg: DictConfig) -> Path:
                 for t in load_split(data_dir, split)["text"]
             ]
             trimmed_json, keep = trim_vocabulary(tokenizer_json, corpus, prefix)
-            if trimmed_json["model"]["vocab"] and bundle_tokenizer(trimmed_json).token_to_id(
-                hf_tokenizer.pad_token
-            ) != pad_id:
+            if (
+                trimmed_json["model"]["vocab"]
+                and bundle_tokenizer(trimmed_json).token_to_id(hf_tokenizer.pad_token) != pad_id
+            ):
                 raise ValueError("the trimmed vocabulary moved the pad token; trim_vocab=false")
             log.info("vocabulary: %d of %d pieces kept", len(keep), hf_tokenizer.vocab_size)
             report["vocab_kept"] = len(keep)
@@ -443,7 +435,7 @@ def run(cfg: DictConfig) -> Path:
             chosen["probs"], targets, langs, labels, thresholds, margin, ecfg.n_bins
         )
         manifest = build_manifest(cfg, meta, checkpoint, calibration, chosen, report, pad_id)
-        write_bundle(out_dir, chosen, manifest, cfg, report)
+        write_bundle(out_dir, chosen, manifest, routing, report)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -453,8 +445,11 @@ def run(cfg: DictConfig) -> Path:
         Path(cfg.paths.root),
         checkpoint,
         {f"export/{k}": v for k, v in _numbers(report).items()},
-        [(Path(ecfg.report), "export"), (out_dir / MANIFEST_FILE, "export"),
-         (out_dir / CARD_FILE, "export")],
+        [
+            (Path(ecfg.report), "export"),
+            (out_dir / MANIFEST_FILE, "export"),
+            (out_dir / CARD_FILE, "export"),
+        ],
     )
     log.info(
         "bundle %s: %s, %.0f MB, version %s",
@@ -545,22 +540,18 @@ def build_manifest(
     }
 
 
-def write_bundle(
-    out_dir: Path, chosen: dict, manifest: dict, cfg: DictConfig, report: dict
-) -> None:
+def write_bundle(out_dir: Path, chosen: dict, manifest: dict, routing: dict, report: dict) -> None:
     """Write the bundle folder atomically: a reader sees the old bundle or the new one."""
     with atomic_folder(out_dir) as tmp:
         model = onnx.load(str(chosen["path"]))
         del model.metadata_props[:]
-        onnx.helper.set_model_props(
-            model, {"manifest": json.dumps(manifest, ensure_ascii=False)}
-        )
+        onnx.helper.set_model_props(model, {"manifest": json.dumps(manifest, ensure_ascii=False)})
         onnx.save(model, str(tmp / MODEL_FILE))
         (tmp / TOKENIZER_FILE).write_text(
             json.dumps(chosen["tokenizer"], ensure_ascii=False), encoding="utf-8"
         )
         (tmp / ROUTING_FILE).write_text(
-            json.dumps(to_container(cfg.routing), indent=2, ensure_ascii=False) + "\n",
+            json.dumps(routing, indent=2, ensure_ascii=False) + "\n",
             encoding="utf-8",
         )
         (tmp / CARD_FILE).write_text(model_card(manifest, report), encoding="utf-8")

@@ -127,6 +127,42 @@ def rescale(probs: np.ndarray, t_global: float, t_lang: float) -> np.ndarray:
     return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
+def graph_probs(
+    session: ort.InferenceSession,
+    tokenizer: Tokenizer,
+    texts: Sequence[str],
+    prefix: str,
+    pad_id: int,
+    batch_size: int = 32,
+) -> dict[str, np.ndarray]:
+    """Run a bundle graph: ``<head>_probs`` per head, ``(len(texts), n_labels)``, in text order.
+
+    ``prefix + text`` is tokenised with ``tokenizer`` as it is set up (truncation included); the
+    texts are sorted by token length and each chunk of ``batch_size`` is padded to its own
+    longest sequence, never to the maximum length.
+    """
+    ids = [e.ids for e in tokenizer.encode_batch([prefix + t for t in texts])]
+    order = np.argsort([len(s) for s in ids], kind="stable")
+    outputs = [o for o in session.get_outputs() if o.name.endswith("_probs")]
+    names = [o.name for o in outputs]
+    out = {  # (batch, n_labels): the label axis is fixed in the graph
+        o.name.removesuffix("_probs"): np.zeros((len(texts), o.shape[1]), np.float32)
+        for o in outputs
+    }
+    for start in range(0, len(order), batch_size):
+        index = order[start : start + batch_size]
+        width = max(len(ids[i]) for i in index)
+        input_ids = np.full((len(index), width), pad_id, dtype=np.int64)
+        mask = np.zeros((len(index), width), dtype=np.int64)
+        for row, i in enumerate(index):
+            input_ids[row, : len(ids[i])] = ids[i]
+            mask[row, : len(ids[i])] = 1
+        results = session.run(names, {"input_ids": input_ids, "attention_mask": mask})
+        for name, value in zip(names, results, strict=True):
+            out[name.removesuffix("_probs")][index] = value
+    return out
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
@@ -319,25 +355,7 @@ class Runtime:
             langs: each text's language (for per-language temperatures).
             batch_size: messages per onnxruntime call.
         """
-        encodings = self.tokenizer.encode_batch([self.prefix + t for t in texts])
-        ids = [e.ids for e in encodings]
-        order = np.argsort([len(s) for s in ids], kind="stable")
-        out = {
-            head: np.zeros((len(texts), len(spec.labels)), dtype=np.float32)
-            for head, spec in self.heads.items()
-        }
-        names = [f"{head}_probs" for head in self.heads]
-        for start in range(0, len(order), batch_size):
-            index = order[start : start + batch_size]
-            width = max(len(ids[i]) for i in index)
-            input_ids = np.full((len(index), width), self.pad_id, dtype=np.int64)
-            mask = np.zeros((len(index), width), dtype=np.int64)
-            for row, i in enumerate(index):
-                input_ids[row, : len(ids[i])] = ids[i]
-                mask[row, : len(ids[i])] = 1
-            results = self.session.run(names, {"input_ids": input_ids, "attention_mask": mask})
-            for head, value in zip(self.heads, results, strict=True):
-                out[head][index] = value
+        out = graph_probs(self.session, self.tokenizer, texts, self.prefix, self.pad_id, batch_size)
         langs_arr = np.asarray(langs, dtype=object)
         for head, spec in self.heads.items():
             for lang, t_lang in spec.language_temperatures.items():
