@@ -190,3 +190,12 @@ def test_a_broken_routing_table_stops_the_export(pipeline, tmp_path):
     with pytest.raises(ValueError, match="block_auto_reply_at"):
         export.run(cfg)
     assert not (tmp_path / "onnx").exists()
+
+
+def test_the_baseline_does_not_export(pipeline, tmp_path):
+    cfg, tmp, _ = pipeline
+    cfg = cfg.copy()
+    cfg.export.checkpoint = str(tmp / "baseline" / "checkpoint")
+    cfg.export.out_dir = str(tmp_path / "onnx")
+    with pytest.raises(ValueError, match="only transformer checkpoints export"):
+        export.run(cfg)

@@ -48,7 +48,7 @@ from triage.calibration import load_calibration, softmax
 from triage.config import to_container
 from triage.data import MISSING_LABEL, atomic_folder, label_ids, load_split, write_json
 from triage.metrics import automation_report, coverage_at, ece, per_class, summary
-from triage.model import TriageModel, load_checkpoint, predict_logits
+from triage.model import TriageModel, load_checkpoint, predict_logits, read_meta
 from triage.routing import RoutingTable
 from triage.runtime import graph_probs
 from triage.tracking import add_to_checkpoint_run, fingerprint, read_run_id
@@ -324,9 +324,13 @@ def run(cfg: DictConfig) -> Path:
     """Export ``cfg.export.checkpoint`` with its calibration; return the bundle folder."""
     ecfg = cfg.export
     checkpoint, out_dir = Path(ecfg.checkpoint), Path(ecfg.out_dir)
+    kind = read_meta(checkpoint).get("kind")
+    if kind != "transformer":
+        raise ValueError(
+            f"{checkpoint} holds a {kind} model; only transformer checkpoints export: point "
+            "export.checkpoint at `triage train`'s folder"
+        )
     model, hf_tokenizer, meta = load_checkpoint(checkpoint)
-    if meta.get("kind") != "transformer":
-        raise ValueError(f"{checkpoint} is not a transformer checkpoint; only those export")
     calibration = load_calibration(Path(ecfg.calibration))
     labels = model.labels
     if set(calibration["heads"]) != set(labels):
@@ -361,6 +365,7 @@ def run(cfg: DictConfig) -> Path:
         for h, v in predict_logits(model, hf_tokenizer, texts, prefix, max_length).items()
     }
 
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="triage-export-", dir=out_dir.parent))
     try:
         report: dict[str, Any] = {"split": ecfg.split, "n": len(texts), "candidates": {}}
@@ -395,11 +400,10 @@ def run(cfg: DictConfig) -> Path:
                 for t in load_split(data_dir, split)["text"]
             ]
             trimmed_json, keep = trim_vocabulary(tokenizer_json, corpus, prefix)
-            if (
-                trimmed_json["model"]["vocab"]
-                and bundle_tokenizer(trimmed_json).token_to_id(hf_tokenizer.pad_token) != pad_id
-            ):
-                raise ValueError("the trimmed vocabulary moved the pad token; trim_vocab=false")
+            if bundle_tokenizer(trimmed_json).token_to_id(hf_tokenizer.pad_token) != pad_id:
+                raise ValueError(
+                    "the trimmed vocabulary moves the pad token; set export.trim_vocab=false"
+                )
             log.info("vocabulary: %d of %d pieces kept", len(keep), hf_tokenizer.vocab_size)
             report["vocab_kept"] = len(keep)
             trimmed = work / "trimmed.onnx"
