@@ -3,14 +3,18 @@ pointing at tmp folders, the review app on a free port, and a headless Chromium.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import threading
 import time
+import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 INTENTS = ["order_status", "refund_return", "spam", "abuse", "praise", "other"]
 SENTIMENTS = ["negative", "neutral", "positive"]
@@ -107,6 +111,46 @@ def audit_overrides(tmp: Path) -> list[str]:
         f"tracking.uri=sqlite:///{tmp}/mlflow.db",
         "audit.report.bootstrap=50",
     ]
+
+
+# The audit storage tests run on SQLite always and on PostgreSQL too when this names a database
+# the tests may create schemas in, e.g. postgresql+psycopg://triage:triage@127.0.0.1/triage_test
+# (`.ci/run` starts a local server and sets it).
+POSTGRES_URL = os.environ.get("TRIAGE_TEST_POSTGRES_URL", "")
+DB_BACKENDS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param(
+        "postgres",
+        id="postgres",
+        marks=pytest.mark.skipif(
+            not POSTGRES_URL,
+            reason="PostgreSQL not configured: set TRIAGE_TEST_POSTGRES_URL="
+            "postgresql+psycopg://user:pass@host/db (.ci/run does)",
+        ),
+    ),
+]
+
+
+def fresh_db_url(backend: str, tmp: Path) -> Iterator[str]:
+    """A URL to an empty audit database: a SQLite file in ``tmp``, or a new PostgreSQL schema
+    (the URL's search_path) that is dropped, with everything in it, afterwards."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp}/audit.sqlite"
+        return
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    schema = f"audit_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_URL)
+    try:
+        with admin.begin() as conn:
+            conn.execute(text(f"CREATE SCHEMA {schema}"))
+        url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        admin.dispose()
 
 
 def free_port() -> int:

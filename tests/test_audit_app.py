@@ -9,15 +9,21 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.audit_support import LiveApp
+from tests.audit_support import DB_BACKENDS, LiveApp, fresh_db_url
 from tests.test_auditdb import make_batch
 from triage.auditapp import create_app
 from triage.auditdb import AuditDB
 
 
+@pytest.fixture(params=DB_BACKENDS)
+def db_url(request, tmp_path):
+    """An empty database on each backend: SQLite always, PostgreSQL when configured."""
+    yield from fresh_db_url(request.param, tmp_path)
+
+
 @pytest.fixture
-def setup(tmp_path):
-    db = AuditDB(f"sqlite:///{tmp_path}/audit.sqlite")
+def setup(db_url):
+    db = AuditDB(db_url)
     items = make_batch(db, n=8, dual=2)
     tokens = {name: db.add_reviewer(name) for name in ("alice", "bob")}
     yield db, items, tokens
@@ -100,8 +106,8 @@ def test_message_markup_comes_back_as_plain_text(setup, tmp_path):
     assert ".innerHTML" not in script and "insertAdjacentHTML" not in script
 
 
-def test_many_reviewers_at_once_on_a_live_server(tmp_path):
-    db = AuditDB(f"sqlite:///{tmp_path}/audit.sqlite")
+def test_many_reviewers_at_once_on_a_live_server(db_url):
+    db = AuditDB(db_url)
     items = make_batch(db, n=60, dual=15)
     tokens = {f"r{i}": db.add_reviewer(f"r{i}") for i in range(5)}
     posted: list[int] = []

@@ -666,6 +666,11 @@ class AuditDB:
             timespec="microseconds"
         )
         with self._write() as conn:
+            if conn.dialect.name != "sqlite":
+                # SQLite's write lock (BEGIN IMMEDIATE) serialises this read-then-claim; other
+                # databases let two transactions read the same free slot and both claim it,
+                # so lock the batch's row: one claim per batch at a time
+                conn.execute(select(batches.c.id).where(batches.c.id == batch_id).with_for_update())
             queue = conn.execute(
                 select(items.c.id, items.c.reviews_required)
                 .where(items.c.batch_id == batch_id)
