@@ -127,16 +127,33 @@ def test_retention_purge(tmp_path):
     assert len(keep_all.read()) == 2
 
 
+def _records(worker: int, batch: int, size: int) -> list[dict]:
+    return [make_record(worker * 100_000 + batch * size + i, T0) for i in range(size)]
+
+
 def _append_many(path: str, worker: int, batches: int, size: int) -> None:
     log = PredictionLog(path, retention_days=None)
     for b in range(batches):
-        log.append(
-            [
-                make_record(worker * 100_000 + b * size + i, T0, channel=f"w{worker}")
-                for i in range(size)
-            ]
-        )
+        log.append(_records(worker, b, size))
     log.close()
+
+
+def _fork_while_appending(path: str, batches: int, size: int) -> None:
+    """In a fresh process (not the test process, whose other threads could hold unrelated locks
+    at the fork): a thread appends as worker 8 while a fork-started child appends as worker 7
+    through the parent's object, which must open its own connection there."""
+    log = PredictionLog(path, retention_days=None)
+    thread = threading.Thread(
+        target=lambda: [log.append(_records(8, b, size)) for b in range(batches)]
+    )
+    thread.start()
+    child = multiprocessing.get_context("fork").Process(
+        target=lambda: [log.append(_records(7, b, size)) for b in range(batches)]
+    )
+    child.start()
+    child.join(timeout=60)
+    thread.join(timeout=60)
+    sys.exit(child.exitcode)
 
 
 def test_concurrent_appends_from_processes_and_threads(tmp_path):
@@ -145,32 +162,23 @@ def test_concurrent_appends_from_processes_and_threads(tmp_path):
     batches, size = 25, 4
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_append_many, args=(str(path), w, batches, size)) for w in range(3)]
+    procs.append(ctx.Process(target=_fork_while_appending, args=(str(path), batches, size)))
     threads = [
         threading.Thread(
-            target=lambda w=w: [
-                log.append([make_record(w * 100_000 + b * size + i, T0) for i in range(size)])
-                for b in range(batches)
-            ]
+            target=lambda w=w: [log.append(_records(w, b, size)) for b in range(batches)]
         )
         for w in range(3, 7)
     ]
-    # a fork-started process that uses the parent's object: it must open its own connection
-    fork_proc = multiprocessing.get_context("fork").Process(
-        target=lambda: [
-            log.append([make_record(700_000 + b * size + i, T0) for i in range(size)])
-            for b in range(batches)
-        ]
-    )
-    for worker in (*procs, *threads, fork_proc):
+    for worker in (*procs, *threads):
         worker.start()
-    for worker in (*procs, *threads, fork_proc):
+    for worker in (*procs, *threads):
         worker.join(timeout=60)
-    assert all(p.exitcode == 0 for p in (*procs, fork_proc))
+    assert [p.exitcode for p in procs] == [0] * len(procs)
     ids = [r["message_id"] for r in log.read()]
-    assert len(ids) == 8 * batches * size == len(set(ids))
+    assert len(ids) == 9 * batches * size == len(set(ids))
     expected = {
         f"m{w * 100_000 + b * size + i}"
-        for w in range(8)
+        for w in range(9)
         for b in range(batches)
         for i in range(size)
     }
