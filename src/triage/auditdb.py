@@ -55,6 +55,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError
 
+from triage.predlog import PREDICTION_FIELDS
+
 STATUSES = ("accepted", "corrected", "unclear")
 KINDS = ("review", "adjudication")
 SESSION_HOURS = 12
@@ -100,18 +102,7 @@ ITEM_FIELDS = (
     "channel",
     "message_created_at",
     "model_version",
-    "intent",
-    "intent_prob",
-    "intent_threshold",
-    "intent_probs",
-    "sentiment",
-    "sentiment_prob",
-    "sentiment_threshold",
-    "sentiment_probs",
-    "decision",
-    "action",
-    "priority",
-    "reason",
+    *PREDICTION_FIELDS,
     "stratum",
     "in_control",
     "inclusion_prob",
@@ -783,3 +774,15 @@ class AuditDB:
                 .limit(1)
             ).first()
         return None if row is None else dict(row._mapping)
+
+
+def load_batch(
+    url: str, batch_id: str | None
+) -> tuple[dict[str, Any], list[dict[str, Any]], dict[int, ItemLabel]]:
+    """A batch (default: the newest), its items in queue order and their current labels."""
+    db = AuditDB(url)
+    try:
+        batch = db.batch(batch_id)
+        return batch, db.items(batch["id"]), db.labels(batch["id"])
+    finally:
+        db.close()

@@ -34,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from triage.auditdb import AuditDB, ItemLabel, now_iso
+from triage.auditdb import ItemLabel, load_batch, now_iso
 from triage.data import write_atomic
 from triage.text import UNDETERMINED
 
@@ -134,13 +134,7 @@ def dvc_add(path: Path, root: Path) -> bool:
 def run(cfg: Any) -> Path:
     """Export ``audit.batch`` (default: the newest) into the feedback folder; return the file."""
     acfg, ecfg = cfg.audit, cfg.audit.export
-    db = AuditDB(acfg.db_url)
-    try:
-        batch = db.batch(acfg.batch)
-        items = db.items(batch["id"])
-        labels = db.labels(batch["id"])
-    finally:
-        db.close()
+    batch, items, labels = load_batch(acfg.db_url, acfg.batch)
     folder = Path(ecfg.out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     out = folder / f"{batch['id']}.jsonl"

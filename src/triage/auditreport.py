@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from triage import auditstats as st
-from triage.auditdb import AuditDB, ItemLabel
+from triage.auditdb import ItemLabel, load_batch
 from triage.config import to_container
 from triage.data import atomic_folder, write_json
 from triage.metrics import bootstrap_ci, ece, reliability_bins
@@ -646,13 +646,7 @@ def run(cfg: Any) -> Path:
 
     acfg = cfg.audit
     rcfg = to_container(acfg.report)
-    db = AuditDB(acfg.db_url)
-    try:
-        batch = db.batch(acfg.batch)
-        items = db.items(batch["id"])
-        labels = db.labels(batch["id"])
-    finally:
-        db.close()
+    batch, items, labels = load_batch(acfg.db_url, acfg.batch)
     period: list[dict[str, Any]] = []
     if batch["kind"] == "sample" and Path(acfg.prediction_log).is_file():
         plog = PredictionLog(acfg.prediction_log, retention_days=None)

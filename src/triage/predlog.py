@@ -30,13 +30,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-#: the keys of a record, in storage order
-FIELDS: tuple[str, ...] = (
-    "message_id",
-    "created_at",
-    "text",
-    "text_masked",
-    "lang",
+#: what the model said of a message and what was done (also kept with each audit item)
+PREDICTION_FIELDS: tuple[str, ...] = (
     "intent",
     "intent_prob",
     "intent_threshold",
@@ -49,6 +44,15 @@ FIELDS: tuple[str, ...] = (
     "action",
     "priority",
     "reason",
+)
+#: the keys of a record, in storage order
+FIELDS: tuple[str, ...] = (
+    "message_id",
+    "created_at",
+    "text",
+    "text_masked",
+    "lang",
+    *PREDICTION_FIELDS,
     "model_version",
     "channel",
 )
