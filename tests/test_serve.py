@@ -131,6 +131,22 @@ def test_non_json_and_oversized_bodies(service, content, headers, status, says):
     assert response.status_code == status and says in response.json()["detail"]
 
 
+def test_chunked_uploads_are_capped_too(service):
+    """A chunked body states no length: the limit holds while it is read, and a small one still
+    reaches the endpoint whole."""
+    client, _ = service
+
+    def chunks(body: bytes, size: int = 65_536):
+        yield from (body[i : i + size] for i in range(0, len(body), size))
+
+    headers = {"content-type": "application/json"}
+    big = client.post("/v1/classify", content=chunks(b"x" * 10_000_000), headers=headers)
+    assert big.status_code == 413 and "over the limit" in big.json()["detail"]
+    body = json.dumps({"messages": [{"text": "Waar blijft mijn pakket?"}] * 3}).encode()
+    small = client.post("/v1/classify", content=chunks(body, 7), headers=headers)
+    assert small.status_code == 200 and len(small.json()["predictions"]) == 3
+
+
 def _mutations(valid: dict):
     """Schemathesis-style malformed variants of a valid body: every node replaced by values of
     the wrong type or out of range, required keys removed, unknown keys added."""

@@ -225,12 +225,17 @@ class MetricsMiddleware:
                 status["code"] = message["status"]
             await send(message)
 
-        length = dict(scope["headers"]).get(b"content-length", b"0")
-        if length.isdigit() and int(length) > self.max_body_bytes:
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length", b"0")
+        too_large = length.isdigit() and int(length) > self.max_body_bytes
+        if not too_large and b"transfer-encoding" in headers:
+            # a chunked upload states no length: read it here, up to the limit
+            receive, too_large = await self._read_capped(receive)
+        if too_large:
             response = JSONResponse(
                 {
-                    "detail": f"body of {int(length)} bytes is over the limit of "
-                    f"{self.max_body_bytes}; send fewer or shorter messages per request",
+                    "detail": f"body over the limit of {self.max_body_bytes} bytes; send "
+                    "fewer or shorter messages per request",
                     "errors": [],
                 },
                 status_code=413,
@@ -242,6 +247,28 @@ class MetricsMiddleware:
         path = getattr(route, "path", "other")  # the template: bounded label values
         self.metrics.requests.labels(scope["method"], path, str(status["code"])).inc()
         self.metrics.latency.labels(path).observe(time.perf_counter() - start)
+
+    async def _read_capped(self, receive: Callable) -> tuple[Callable, bool]:
+        """Read a body of unstated length; return a ``receive`` that replays it, and whether
+        it went over ``max_body_bytes`` (reading stops there)."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                break
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_body_bytes:
+                return receive, True
+            if not message.get("more_body", False):
+                break
+        replay = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+
+        async def replayed() -> dict:
+            return replay.pop() if replay else await receive()
+
+        return replayed, False
 
 
 # --------------------------------------------------------------------------------------------
