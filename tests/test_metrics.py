@@ -18,6 +18,7 @@ from triage.metrics import (
     brier,
     coverage_at,
     ece,
+    ece_if_calibrated,
     mce,
     nll,
     per_class,
@@ -152,6 +153,24 @@ def test_ece_is_small_when_calibrated_and_large_when_overconfident(strategy):
     probs, y = _synthetic(200_000, gap=0.2)
     assert ece(probs, y, strategy=strategy) == pytest.approx(0.2, abs=0.01)
     assert mce(probs, y, strategy=strategy) > 0.15
+
+
+def test_ece_if_calibrated_is_the_sampling_noise_of_ece():
+    """Ten rows all at confidence 0.9 fall in one bin, so ECE = |k/10 - 0.9| with k ~ Bin(10, 0.9):
+    its mean and 95th percentile are worked out exactly from the binomial."""
+    probs = np.tile([0.9, 0.1], (10, 1))
+    pmf = {k: math.comb(10, k) * 0.9**k * 0.1 ** (10 - k) for k in range(11)}
+    exact_mean = sum(p * abs(k / 10 - 0.9) for k, p in pmf.items())  # 0.0775
+    mean, q95 = ece_if_calibrated(probs, n_bins=15, n_draws=4000)
+    assert mean == pytest.approx(exact_mean, abs=0.005)
+    # P(ECE <= 0.1) = P(k >= 8) = 0.930 < 0.95 <= P(ECE <= 0.2) = P(k >= 7) = 0.987
+    assert q95 == pytest.approx(0.2)
+    # it shrinks with the number of rows, and an overconfident model lies far above it
+    big, _ = _synthetic(5_000, gap=0.0)
+    assert ece_if_calibrated(big)[0] < ece_if_calibrated(big[:100])[0] / 3
+    probs, y = _synthetic(5_000, gap=0.2)
+    assert ece(probs, y) > 10 * ece_if_calibrated(probs)[1]
+    assert ece_if_calibrated(np.empty((0, 3))) == (0.0, 0.0)
 
 
 # --- brier / nll -------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ Reads:  ``{evaluate.checkpoint}`` (the transformer's or the baseline's), its
 Writes into ``{evaluate.out_dir}``:
         ``metrics.json``: per head, overall / per language (``{split}/{head}/{lang}/...``) / per
         source (``{split}@{source}/...``): accuracy, macro-F1, per-class FPR, calibration (ECE
-        equal-width and equal-mass, MCE, Brier, NLL, ECE before calibration), AURC, and at the
+        equal-width and equal-mass, MCE, Brier, NLL, ECE before calibration, the ECE a perfectly
+        calibrated model would show on as many rows), AURC, and at the
         thresholds: coverage and the share of wrong automated decisions per class with a Wilson
         upper bound; bootstrap intervals for the headline numbers; ``flags`` naming every class
         whose automated decisions break the target; differences to ``compare_with``; for rows
@@ -36,6 +37,7 @@ from triage.metrics import (
     brier,
     coverage_at,
     ece,
+    ece_if_calibrated,
     mce,
     nll,
     reliability_bins,
@@ -77,6 +79,10 @@ def evaluate_head(
         metrics[f"{key}ece"] = ece(p[rows], t[rows], cfg.n_bins)
         metrics[f"{key}ece_mass"] = ece(p[rows], t[rows], cfg.n_bins, strategy="mass")
         metrics[f"{key}mce"] = mce(p[rows], t[rows], cfg.n_bins)
+        # what sampling noise alone gives a perfectly calibrated model on these rows
+        metrics[f"{key}ece_if_calibrated"], metrics[f"{key}ece_if_calibrated_q95"] = (
+            ece_if_calibrated(p[rows], cfg.n_bins)
+        )
         metrics[f"{key}brier"] = brier(p[rows], t[rows])
         metrics[f"{key}nll"] = nll(p[rows], t[rows])
         metrics[f"{key}ece_uncalibrated"] = ece(softmax(logits[known][rows]), t[rows], cfg.n_bins)

@@ -6,7 +6,8 @@ label ids in ``0..n_classes-1``; rows without a true label must be removed by th
 first argmax. As elsewhere here, a metric that is undefined for lack of rows is 0.0.
 
 * Classification: :func:`confusion_matrix`, :func:`per_class`, :func:`summary`, :func:`score`.
-* Calibration: :func:`reliability_bins`, :func:`ece`, :func:`mce`, :func:`brier`, :func:`nll`.
+* Calibration: :func:`reliability_bins`, :func:`ece`, :func:`mce`, :func:`ece_if_calibrated`,
+  :func:`brier`, :func:`nll`.
 * Selective prediction (automatic vs. human): :func:`risk_coverage`, :func:`aurc`,
   :func:`coverage_at`, :func:`selective_report`.
 * Uncertainty of an estimate: :func:`bootstrap_ci`, :func:`wilson_interval`.
@@ -189,6 +190,38 @@ def mce(probs: np.ndarray, y_true: np.ndarray, n_bins: int = 15, strategy: str =
     :func:`reliability_bins`; 0.0 for no rows."""
     _, gap = _bin_gaps(reliability_bins(probs, y_true, n_bins, strategy))
     return float(gap.max()) if len(gap) else 0.0
+
+
+def ece_if_calibrated(
+    probs: np.ndarray,
+    n_bins: int = 15,
+    strategy: str = "width",
+    n_draws: int = 200,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """The ECE a perfectly calibrated model would show with these probabilities on this many rows.
+
+    ECE is biased upwards on small samples: even when every probability is exactly right, the
+    accuracy in a bin scatters around its confidence. Labels are drawn from the probabilities
+    themselves (consistency resampling, Broecker & Smith 2007), ``n_draws`` times with
+    ``np.random.default_rng(seed)``, and the ECE of each draw computed as :func:`ece` does. An
+    observed ECE near this value cannot be told from perfect calibration on these rows; a target
+    below it cannot be shown to hold.
+
+    Returns:
+        ``(mean, 95th percentile)`` of the ECE over the draws; ``(0.0, 0.0)`` for no rows.
+    """
+    probs = np.asarray(probs, dtype=float)
+    if not len(probs):
+        return 0.0, 0.0
+    rng = np.random.default_rng(seed)
+    cumulative = probs.cumsum(axis=1)
+    values = np.empty(n_draws)
+    for i in range(n_draws):
+        u = rng.random((len(probs), 1)) * cumulative[:, -1:]
+        labels = np.minimum((u > cumulative).sum(axis=1), probs.shape[1] - 1)
+        values[i] = ece(probs, labels, n_bins, strategy)
+    return float(values.mean()), float(np.quantile(values, 0.95))
 
 
 def brier(probs: np.ndarray, y_true: np.ndarray) -> float:
