@@ -14,9 +14,10 @@ from triage.text import dedup_key
 @pytest.fixture(scope="module")
 def authored(root):
     rows = []
-    for path in sorted((root / "data" / "authored").glob("*.jsonl")):
+    # both rounds: data/authored/*.jsonl and data/authored/round2/*.jsonl
+    for path in sorted((root / "data" / "authored").rglob("*.jsonl")):
         for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            rows.append({**json.loads(line), "_where": f"{path.name}:{n}"})
+            rows.append({**json.loads(line), "_where": f"{path.relative_to(root)}:{n}"})
     return rows
 
 
