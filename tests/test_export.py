@@ -226,3 +226,35 @@ def test_int8_candidate_goes_through_the_gate(pipeline, tmp_path):
     assert manifest["quantization"] == report["chosen"]["quantization"]
     if not within:  # the fp32 graph shipped; int8 is smaller (much less so on the tiny model)
         assert int8["bytes"] < shipped
+
+
+def test_bundle_numbers_are_the_served_ones_when_a_language_keeps_its_temperature(
+    pipeline, tmp_path
+):
+    """The gates and the bundle's own numbers (export.json, model card) are computed on the
+    probabilities the runtime serves, per-language temperature included, so they equal what
+    `evaluate` recorded with the same calibration."""
+    from triage.evaluate import run as evaluate
+
+    cfg, tmp, _ = pipeline
+    calibration = json.loads((tmp / "calibration.json").read_text())
+    fit = calibration["heads"]["intent"]
+    fit["languages"]["nl"] = {"temperature": 3 * fit["temperature"], "own": True, "why": "test"}
+    (tmp_path / "calibration.json").write_text(json.dumps(calibration))
+    cfg = cfg.copy()
+    cfg.tracking.enabled = False
+    cfg.evaluate.calibration = cfg.export.calibration = str(tmp_path / "calibration.json")
+    cfg.evaluate.out_dir, cfg.evaluate.compare_with = str(tmp_path / "evaluation"), None
+    cfg.export.out_dir, cfg.export.report = str(tmp_path / "onnx"), str(tmp_path / "export.json")
+    cfg.export.quantize = cfg.export.trim_vocab = False
+    evaluate(cfg)
+    export.run(cfg)
+    metrics = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())
+    report = json.loads((tmp_path / "export.json").read_text())
+    assert report["parity"]["intent/max_abs_diff"] < 1e-4
+    assert report["parity"]["intent/decision_mismatches"] == 0
+    for lang in ("nl", "en"):
+        for name in ("macro_f1", "coverage", "ece"):
+            assert report["bundle_test"][f"intent/{lang}/{name}"] == pytest.approx(
+                metrics[f"test/intent/{lang}/{name}"], abs=1e-6
+            ), (lang, name)

@@ -44,13 +44,13 @@ import torch
 from omegaconf import DictConfig
 from tokenizers import Tokenizer
 
-from triage.calibration import load_calibration, softmax
+from triage.calibration import calibrated_probs, load_calibration
 from triage.config import to_container
 from triage.data import MISSING_LABEL, atomic_folder, label_ids, load_split, write_json
 from triage.metrics import automation_report, coverage_at, ece, per_class, summary
 from triage.model import TriageModel, load_checkpoint, predict_logits, read_meta
 from triage.routing import RoutingTable
-from triage.runtime import graph_probs
+from triage.runtime import apply_language_temperatures, graph_probs
 from triage.tracking import add_to_checkpoint_run, fingerprint, read_run_id
 
 log = logging.getLogger(__name__)
@@ -345,6 +345,10 @@ def run(cfg: DictConfig) -> Path:
         log.warning("routing names no rule for %s: those go to review (routing.default)", unrouted)
     heads_cal = calibration["heads"]
     temperatures = {h: heads_cal[h]["temperature"] for h in labels}
+    # (global, per-language) temperatures: the graph applies the first, the runtime the second
+    served_temperatures = {
+        h: (t, language_temperatures(heads_cal[h])) for h, t in temperatures.items()
+    }
     thresholds = {
         h: np.array([heads_cal[h]["thresholds"][label]["threshold"] for label in names])
         for h, names in labels.items()
@@ -359,9 +363,19 @@ def run(cfg: DictConfig) -> Path:
     frame = load_split(data_dir, ecfg.split)
     texts, langs = frame["text"].tolist(), frame["lang"].to_numpy()
     targets = label_ids(frame, labels)
+
+    def served(path: Path, tok_json: dict) -> dict[str, np.ndarray]:
+        """A graph's probabilities as the runtime serves them (per-language temperatures)."""
+        probs = onnx_probs(
+            session(path), bundle_tokenizer(tok_json), texts, prefix, max_length, pad_id
+        )
+        return apply_language_temperatures(probs, langs, served_temperatures)
+
+    # every comparison below is on calibrated probabilities as `evaluate` scores and the
+    # runtime serves them: thresholds were chosen on those
     log.info("PyTorch reference on %d %s messages", len(texts), ecfg.split)
     reference = {
-        h: softmax(v, temperatures[h])
+        h: calibrated_probs(v, langs, heads_cal[h])
         for h, v in predict_logits(model, hf_tokenizer, texts, prefix, max_length).items()
     }
 
@@ -372,8 +386,7 @@ def run(cfg: DictConfig) -> Path:
         fp32 = work / "fp32.onnx"
         log.info("exporting the fp32 graph (opset %d)", ecfg.opset)
         export_graph(model, temperatures, pad_id, fp32, ecfg.opset)
-        tokenizer = bundle_tokenizer(tokenizer_json)
-        exported = onnx_probs(session(fp32), tokenizer, texts, prefix, max_length, pad_id)
+        exported = served(fp32, tokenizer_json)
         report["parity"] = parity(reference, exported, thresholds, margin)
         broken = [
             f"{k} = {v:g}"
@@ -418,9 +431,7 @@ def run(cfg: DictConfig) -> Path:
                     ("trimmed_int8", work / "trimmed_int8.onnx", trimmed_json, "int8", True)
                 )
         for name, path, tok_json, quant, trim in candidates:
-            probs = onnx_probs(
-                session(path), bundle_tokenizer(tok_json), texts, prefix, max_length, pad_id
-            )
+            probs = served(path, tok_json)
             numbers, reasons = gate(exported, probs, targets, labels, ecfg.gate, ecfg.n_bins)
             size = path.stat().st_size
             report["candidates"][name] = {
@@ -490,6 +501,12 @@ def bundle_metrics(
     return out
 
 
+def language_temperatures(fit: dict) -> dict[str, float]:
+    """The languages of a head's calibration (``calibration.json``) that kept their own
+    temperature, and that temperature."""
+    return {lang: v["temperature"] for lang, v in fit.get("languages", {}).items() if v["own"]}
+
+
 def build_manifest(
     cfg: DictConfig,
     meta: dict,
@@ -512,9 +529,7 @@ def build_manifest(
                 for label, v in fit["thresholds"].items()
             },
             "temperature": fit["temperature"],
-            "language_temperatures": {
-                lang: v["temperature"] for lang, v in fit.get("languages", {}).items() if v["own"]
-            },
+            "language_temperatures": language_temperatures(fit),
         }
     data_dir = Path(cfg.data.out_dir)
     return {

@@ -24,7 +24,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -125,6 +125,28 @@ def rescale(probs: np.ndarray, t_global: float, t_lang: float) -> np.ndarray:
     z -= z.max(axis=-1, keepdims=True)
     e = np.exp(z)
     return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def apply_language_temperatures(
+    probs: dict[str, np.ndarray],
+    langs: Sequence[str],
+    temperatures: Mapping[str, tuple[float, Mapping[str, float]]],
+) -> dict[str, np.ndarray]:
+    """Graph probabilities (each head at its global temperature) turned into the served ones:
+    rows of a language that kept its own temperature are :func:`rescale`-d, in place.
+
+    Args:
+        probs: ``<head>: (n, n_labels)``, as :func:`graph_probs` returns them.
+        langs: each row's language.
+        temperatures: ``<head>: (global temperature, {language: its own temperature})``.
+    """
+    langs_arr = np.asarray(langs, dtype=object)
+    for head, (t_global, own) in temperatures.items():
+        for lang, t_lang in own.items():
+            rows = np.flatnonzero(langs_arr == lang)
+            if len(rows):
+                probs[head][rows] = rescale(probs[head][rows], t_global, t_lang)
+    return probs
 
 
 def graph_probs(
@@ -356,13 +378,8 @@ class Runtime:
             batch_size: messages per onnxruntime call.
         """
         out = graph_probs(self.session, self.tokenizer, texts, self.prefix, self.pad_id, batch_size)
-        langs_arr = np.asarray(langs, dtype=object)
-        for head, spec in self.heads.items():
-            for lang, t_lang in spec.language_temperatures.items():
-                rows = np.flatnonzero(langs_arr == lang)
-                if len(rows):
-                    out[head][rows] = rescale(out[head][rows], spec.temperature, t_lang)
-        return out
+        temperatures = {h: (s.temperature, s.language_temperatures) for h, s in self.heads.items()}
+        return apply_language_temperatures(out, langs, temperatures)
 
     def classify(
         self,
