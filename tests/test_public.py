@@ -36,6 +36,7 @@ def test_social_mixes_sources_with_both_languages_in_every_split(root, tmp_path)
     check_no_leakage(frame)
     assert set(frame["source"]) == {
         "authored",
+        "authored_round2",
         "bitext",
         "airline",
         "xed_nl",
