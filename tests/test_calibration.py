@@ -108,11 +108,38 @@ def test_thresholds_meet_the_target_on_the_data_they_were_fitted_on():
         assert entry["how"] == "class"
         auto = (pred == k) & (conf >= entry["threshold"])
         assert auto.sum() > 0 and (y[auto] != k).mean() <= 0.05
-    # a class with too few predictions falls back to the global threshold, and says so
+    # a class with too few predictions falls back to the global threshold, and says so; its own
+    # errors above it can only raise it
     sparse = choose_thresholds(probs, y, labels, target=0.05, min_decisions=10_000)
-    assert {e["how"] for e in sparse.values()} == {"global"}
-    assert len({e["threshold"] for e in sparse.values()}) == 1
-    assert "global threshold" in sparse["a"]["why"]
+    assert {e["how"] for e in sparse.values()} <= {"global", "raised"}
+    [global_t] = {e["threshold"] for e in sparse.values() if e["how"] == "global"}
+    for k, label in enumerate(labels):
+        entry = sparse[label]
+        assert "global threshold" in entry["why"] and entry["threshold"] >= global_t
+        auto = (pred == k) & (conf >= entry["threshold"])
+        assert (y[auto] != k).mean() <= 0.05
+
+
+def test_a_sparse_class_with_its_own_errors_raises_the_global_threshold():
+    """Three classes, too few predictions each for a threshold of their own (min_decisions
+    1000): the pooled rows set the global threshold, and a class whose own decisions above it
+    are wrong more than 5% of the time gets a higher one, or none."""
+    rows = [(0, c, True) for c in np.linspace(0.99, 0.80, 300)]  # a: 300 right
+    # b: right at 0.98-0.92, wrong at 0.91 and 0.89 -> 2 of 10 wrong at the global threshold
+    rows += [(1, c, c not in (0.91, 0.89)) for c in (0.98, 0.97, 0.96, 0.95, 0.94, 0.93)]
+    rows += [(1, c, c not in (0.91, 0.89)) for c in (0.92, 0.91, 0.90, 0.89)]
+    rows += [(2, 0.99, False), (2, 0.95, True), (2, 0.9, True)]  # c: its surest call is wrong
+    pred = np.array([r[0] for r in rows])
+    conf = np.array([r[1] for r in rows])
+    y = np.where([r[2] for r in rows], pred, (pred + 1) % 3)
+    probs = np.repeat(((1 - conf) / 2)[:, None], 3, axis=1)
+    probs[np.arange(len(rows)), pred] = conf
+    chosen = choose_thresholds(probs, y, ["a", "b", "c"], target=0.05, min_decisions=1000)
+    global_t = chosen["a"]["threshold"]
+    assert chosen["a"]["how"] == "global" and global_t == pytest.approx(0.80)
+    assert chosen["b"]["how"] == "raised" and chosen["b"]["threshold"] == pytest.approx(0.92)
+    assert "2 of its 10 decisions there were wrong" in chosen["b"]["why"]
+    assert chosen["c"]["how"] == "never" and math.isinf(chosen["c"]["threshold"])
 
 
 def test_margin_rule_keeps_close_calls_manual():

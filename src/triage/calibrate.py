@@ -99,9 +99,10 @@ def run(cfg: DictConfig) -> Path:
             log.info("  %s: T=%.3f (%s)", lang, value["temperature"], value["why"])
         hows = [t["how"] for t in fit["thresholds"].values()]
         log.info(
-            "  thresholds: %d own, %d global, %d never",
+            "  thresholds: %d own, %d global, %d raised above the global, %d never",
             hows.count("class"),
             hows.count("global"),
+            hows.count("raised"),
             hows.count("never"),
         )
         metrics.update(

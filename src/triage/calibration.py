@@ -162,11 +162,15 @@ def choose_thresholds(
 
     A class with fewer than ``min_decisions`` calib rows predicted as it (after the margin
     rule) gets the global threshold, fitted the same way on all classes pooled, and says so.
-    ``bound`` is :func:`lowest_safe_threshold`'s: the observed error or its upper bound.
+    Its own few rows can still raise it, never lower it: where more than ``target`` of the
+    class's calib decisions at the global threshold are wrong (observed, too few rows for a
+    bound), the threshold rises to the lowest one at which they are not (``raised``; ``never``
+    when none is). ``bound`` is :func:`lowest_safe_threshold`'s: the observed error or its
+    upper bound.
 
     Returns:
-        Per label: ``threshold`` (``inf`` = never automatic), ``how`` (``class``, ``global`` or
-        ``never``), ``why``, and the calib numbers it rests on.
+        Per label: ``threshold`` (``inf`` = never automatic), ``how`` (``class``, ``global``,
+        ``raised`` or ``never``), ``why``, and the calib numbers it rests on.
     """
     pred = probs.argmax(axis=1)
     conf = probs.max(axis=1)
@@ -178,13 +182,18 @@ def choose_thresholds(
         rows = keep & (pred == k)
         n = int(rows.sum())
         if n < min_decisions:
-            out[label] = {
-                "threshold": g_t,
-                "how": "global",
-                "n_predicted": n,
-                "why": f"{n} calib predictions < {min_decisions}: global threshold "
-                f"(pooled error {g_err:.3f} on {g_n} decisions)",
-            }
+            why = (
+                f"{n} calib predictions < {min_decisions}: global threshold "
+                f"(pooled error {g_err:.3f} on {g_n} decisions)"
+            )
+            above = rows & (conf >= g_t)
+            wrong = int((above & ~correct).sum())
+            t = g_t
+            if wrong > target * above.sum():
+                t = lowest_safe_threshold(conf[above], correct[above], target, "point")[0]
+                why += f", raised: {wrong} of its {int(above.sum())} decisions there were wrong"
+            how = "global" if t == g_t else "raised" if math.isfinite(t) else "never"
+            out[label] = {"threshold": t, "how": how, "n_predicted": n, "why": why}
             continue
         t, err, m = lowest_safe_threshold(conf[rows], correct[rows], target, bound)
         how = "class" if math.isfinite(t) else "never"
