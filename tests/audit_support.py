@@ -217,4 +217,5 @@ def wait_for_new_item(page, previous: str, timeout: float = 10.0) -> None:
         if current_item_id(page) != previous:
             return
         time.sleep(0.02)
-    raise AssertionError(f"the card still shows {previous} after {timeout} s")
+    status = page.locator("#status").inner_text()
+    raise AssertionError(f"the card still shows {previous} after {timeout} s (status: {status!r})")
