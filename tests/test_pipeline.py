@@ -75,7 +75,7 @@ def test_evaluation_outputs(pipeline):
         assert metrics[f"test@{source}/intent/accuracy"] == pytest.approx(
             (rows["pred_intent"] == rows["intent"]).mean()
         )
-    assert set(predictions["source"]) == {"authored", "authored_round2"}
+    assert set(predictions["source"]) == {"authored", "authored_round2", "authored_round3"}
     auto = predictions["intent_decision"] == "auto"
     assert metrics["test/intent/coverage"] == pytest.approx(auto.mean())
     for key in (
@@ -155,7 +155,7 @@ def test_out_of_scope_messages_are_scored_by_abstention(pipeline, tmp_path):
     cfg, _, _ = pipeline
     cfg = cfg.copy()
     # treat every test message as out of scope
-    cfg.data.out_of_scope_sources = ["authored", "authored_round2"]
+    cfg.data.out_of_scope_sources = ["authored", "authored_round2", "authored_round3"]
     cfg.evaluate.out_dir = str(tmp_path / "evaluation")
     cfg.evaluate.compare_with = None
     cfg.tracking.enabled = False

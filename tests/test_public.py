@@ -37,6 +37,7 @@ def test_social_mixes_sources_with_both_languages_in_every_split(root, tmp_path)
     assert set(frame["source"]) == {
         "authored",
         "authored_round2",
+        "authored_round3",
         "bitext",
         "airline",
         "xed_nl",
