@@ -14,7 +14,7 @@ from triage.text import dedup_key
 @pytest.fixture(scope="module")
 def authored(root):
     rows = []
-    # both rounds: data/authored/*.jsonl and data/authored/round2/*.jsonl
+    # every round: data/authored/*.jsonl and data/authored/round*/*.jsonl
     for path in sorted((root / "data" / "authored").rglob("*.jsonl")):
         for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             rows.append({**json.loads(line), "_where": f"{path.relative_to(root)}:{n}"})

@@ -12,6 +12,7 @@ from triage.calibration import (
     choose_thresholds,
     fit_language_temperatures,
     fit_temperature,
+    least_passing_decisions,
     load_calibration,
     lowest_safe_threshold,
     save_calibration,
@@ -118,6 +119,29 @@ def test_thresholds_meet_the_target_on_the_data_they_were_fitted_on():
         assert "global threshold" in entry["why"] and entry["threshold"] >= global_t
         auto = (pred == k) & (conf >= entry["threshold"])
         assert (y[auto] != k).mean() <= 0.05
+
+
+def test_a_class_too_small_to_pass_the_bound_shares_the_global_threshold():
+    """40 error-free predictions are above min_decisions (30) but fewer than the 52 the upper
+    bound needs at 5%: on its own the class could never be automatic, so it takes the global
+    threshold instead of none."""
+    assert least_passing_decisions(0.05, "upper") == 52
+    assert least_passing_decisions(0.05, "point") == 1
+    assert least_passing_decisions(0.10, "upper") == 25
+    rows = [(0, c) for c in np.linspace(0.99, 0.80, 300)] + [
+        (1, c) for c in np.linspace(0.99, 0.9, 40)
+    ]
+    pred = np.array([r[0] for r in rows])
+    conf = np.array([r[1] for r in rows])
+    probs = np.stack([np.where(pred == 0, conf, 1 - conf), np.where(pred == 1, conf, 1 - conf)], 1)
+    chosen = choose_thresholds(probs, pred, ["a", "b"], target=0.05, min_decisions=30)
+    assert chosen["a"]["how"] == "class"
+    assert chosen["b"]["how"] == "global" and "40 calib predictions < 52" in chosen["b"]["why"]
+    assert chosen["b"]["threshold"] == pytest.approx(0.80)
+    # the point rule needs no more than min_decisions: b gets its own threshold
+    assert (
+        choose_thresholds(probs, pred, ["a", "b"], 0.05, 30, bound="point")["b"]["how"] == "class"
+    )
 
 
 def test_a_sparse_class_with_its_own_errors_raises_the_global_threshold():

@@ -121,7 +121,7 @@ def lowest_safe_threshold(
 
     ``bound="point"`` compares the observed share of wrong rows with the target;
     ``bound="upper"`` compares its one-sided 95% Wilson upper bound, so a threshold resting on
-    few rows must show fewer errors (0 wrong in 51 rows is the least that passes 5%): the
+    few rows must show fewer errors (0 wrong in 52 rows is the least that passes 5%): the
     target then tends to hold on new data too, at the cost of coverage.
 
     Returns:
@@ -149,6 +149,21 @@ def lowest_safe_threshold(
     return float(conf[m]), float(errors[m] / counts[m]), int(counts[m])
 
 
+def least_passing_decisions(target: float, bound: str = "upper") -> int:
+    """The fewest decisions that can pass ``target`` under ``bound`` at all: 1 for the point
+    rule; for the upper bound, the smallest ``n`` whose one-sided 95% Wilson upper bound with 0
+    errors is at most ``target`` (52 at 5%). A class with fewer can never get a threshold of its
+    own, however good it is."""
+    if bound == "point":
+        return 1
+    n = 1
+    while wilson_interval(0, n, alpha=0.10)[1] > target:
+        n += 1
+        if n > 1_000_000:
+            raise ValueError(f"no number of decisions passes target {target} under {bound!r}")
+    return n
+
+
 def choose_thresholds(
     probs: np.ndarray,
     y: np.ndarray,
@@ -161,7 +176,9 @@ def choose_thresholds(
     """Per class, the lowest threshold that keeps wrong automated decisions under ``target``.
 
     A class with fewer than ``min_decisions`` calib rows predicted as it (after the margin
-    rule) gets the global threshold, fitted the same way on all classes pooled, and says so.
+    rule), or fewer than could ever pass the bound (:func:`least_passing_decisions`: 52 at 5%
+    under the upper bound), gets the global threshold, fitted the same way on all classes
+    pooled, and says so.
     Its own few rows can still raise it, never lower it: where more than ``target`` of the
     class's calib decisions at the global threshold are wrong (observed, too few rows for a
     bound), the threshold rises to the lowest one at which they are not (``raised``; ``never``
@@ -177,13 +194,14 @@ def choose_thresholds(
     keep = coverage_at(probs, np.zeros(probs.shape[1]), margin)  # the margin rule
     correct = pred == y
     g_t, g_err, g_n = lowest_safe_threshold(conf[keep], correct[keep], target, bound)
+    needed = max(min_decisions, least_passing_decisions(target, bound))
     out = {}
     for k, label in enumerate(labels):
         rows = keep & (pred == k)
         n = int(rows.sum())
-        if n < min_decisions:
+        if n < needed:
             why = (
-                f"{n} calib predictions < {min_decisions}: global threshold "
+                f"{n} calib predictions < {needed}: global threshold "
                 f"(pooled error {g_err:.3f} on {g_n} decisions)"
             )
             above = rows & (conf >= g_t)
