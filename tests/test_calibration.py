@@ -6,7 +6,9 @@ import math
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 
+from triage.calibrate import calibrate_head
 from triage.calibration import (
     calibrated_probs,
     choose_thresholds,
@@ -15,6 +17,7 @@ from triage.calibration import (
     least_passing_decisions,
     load_calibration,
     lowest_safe_threshold,
+    row_thresholds,
     save_calibration,
     softmax,
 )
@@ -188,6 +191,74 @@ def test_out_of_scope_rows_count_as_wrong_automated_decisions():
     assert strict["a"]["threshold"] == 0.9  # the out-of-scope row must stay below it
 
 
+def two_languages(seed: int = 0):
+    """Two-class logits: language `a` (1000 rows) is always right, language `b` (400 rows) is
+    wrong 10% of the time at every confidence. Pooled, 2.9% are wrong."""
+    rng = np.random.default_rng(seed)
+    langs = np.array(["a"] * 1000 + ["b"] * 400)
+    y = rng.integers(0, 2, len(langs))
+    wrong = (langs == "b") & (rng.random(len(langs)) < 0.10)
+    pred = np.where(wrong, 1 - y, y)
+    conf = rng.uniform(0.6, 0.99, len(langs))
+    probs = np.where(np.arange(2)[None, :] == pred[:, None], conf[:, None], 1 - conf[:, None])
+    return np.log(probs), y, langs
+
+
+def test_per_language_thresholds_hold_the_target_in_each_language():
+    logits, y, langs = two_languages()
+    cfg = OmegaConf.create(
+        {
+            "per_language_temperatures": False,
+            "per_language_thresholds": True,
+            "min_rows_per_language": 60,
+            "fpr_target": 0.05,
+            "min_decisions": 30,
+            "margin": 0.0,
+            "bound": "upper",
+        }
+    )
+    head = calibrate_head(logits, y, langs, ["x", "y"], cfg, np.zeros(len(y), bool))
+    assert set(head["language_thresholds"]) == {"a", "b"}
+    probs = calibrated_probs(logits, langs, head)
+    pred, conf = probs.argmax(1), probs.max(1)
+
+    def wrong_share(thresholds: np.ndarray, rows: np.ndarray) -> tuple[float, int]:
+        auto = rows & (conf >= thresholds[np.arange(len(y)), pred])
+        return float((pred[auto] != y[auto]).mean()) if auto.any() else 0.0, int(auto.sum())
+
+    pooled = row_thresholds({"thresholds": head["thresholds"]}, ["x", "y"], langs)
+    per_language = row_thresholds(head, ["x", "y"], langs)
+    # pooled, the thresholds pass on the mix but `b`'s automated decisions are 10% wrong
+    assert wrong_share(pooled, langs == "b")[0] > 0.05
+    # per language, `b` gets no threshold that passes (nothing automatic), `a` keeps its coverage
+    assert wrong_share(per_language, langs == "b") == (0.0, 0)
+    assert {e["how"] for e in head["language_thresholds"]["b"].values()} == {"never"}
+    assert wrong_share(per_language, langs == "a")[1] >= wrong_share(pooled, langs == "a")[1]
+    # a language with fewer rows than min_rows_per_language uses the pooled table
+    few = calibrate_head(
+        logits,
+        y,
+        langs,
+        ["x", "y"],
+        OmegaConf.merge(cfg, {"min_rows_per_language": 500}),
+        np.zeros(len(y), bool),
+    )
+    assert set(few["language_thresholds"]) == {"a"}
+    np.testing.assert_array_equal(
+        row_thresholds(few, ["x", "y"], langs)[langs == "b"], pooled[langs == "b"]
+    )
+    # switched off: the pooled table only
+    off = calibrate_head(
+        logits,
+        y,
+        langs,
+        ["x", "y"],
+        OmegaConf.merge(cfg, {"per_language_thresholds": False}),
+        np.zeros(len(y), bool),
+    )
+    assert "language_thresholds" not in off
+
+
 def test_calibration_file_round_trip_keeps_never_as_infinity(tmp_path):
     calibration = {
         "fpr_target": 0.05,
@@ -197,6 +268,12 @@ def test_calibration_file_round_trip_keeps_never_as_infinity(tmp_path):
                 "thresholds": {
                     "spam": {"threshold": math.inf, "how": "never"},
                     "praise": {"threshold": 0.8, "how": "class"},
+                },
+                "language_thresholds": {
+                    "nl": {
+                        "spam": {"threshold": 0.9, "how": "class"},
+                        "praise": {"threshold": math.inf, "how": "never"},
+                    }
                 },
             }
         },

@@ -38,8 +38,11 @@ def test_bundle_files_manifest_and_metadata(bundle, pipeline):
     calibration = json.loads((tmp / "calibration.json").read_text())
     for head, spec in manifest["heads"].items():
         assert spec["temperature"] == calibration["heads"][head]["temperature"]
-        assert spec["thresholds"] == {
-            k: v["threshold"] for k, v in calibration["heads"][head]["thresholds"].items()
+        fit = calibration["heads"][head]
+        assert spec["thresholds"] == {k: v["threshold"] for k, v in fit["thresholds"].items()}
+        assert spec["language_thresholds"] == {
+            lang: {k: v["threshold"] for k, v in table.items()}
+            for lang, table in fit["language_thresholds"].items()
         }
     assert manifest["run_id"] == (tmp / "ckpt" / "run_id").read_text().strip()
     assert manifest["input_prefix"] == "query: " and manifest["max_length"] == 48

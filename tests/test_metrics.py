@@ -308,6 +308,18 @@ def test_coverage_at_thresholds_inf_and_margin_by_hand():
         coverage_at(SEL_PROBS, np.zeros(2))
 
 
+def test_coverage_at_per_row_thresholds_by_hand():
+    # rows 0-2 use SEL_THRESHOLDS; rows 3-4 a stricter table (a .5, b .9, c .9):
+    #   s3 top a .55 >= .5 -> decided now; s4 top c .80 < .9 -> manual now
+    strict = np.array([0.5, 0.9, 0.9])
+    per_row = np.vstack([SEL_THRESHOLDS] * 3 + [strict] * 2)
+    np.testing.assert_array_equal(coverage_at(SEL_PROBS, per_row), [True, False, True, True, False])
+    report = automation_report(SEL_PROBS, SEL_Y, per_row, SEL_LABELS)
+    assert report["n_auto"] == 3 and report["n_auto/a"] == 2  # s0 right, s3 right
+    with pytest.raises(ValueError, match="thresholds"):
+        coverage_at(SEL_PROBS, per_row[:4])
+
+
 def test_automation_report_by_hand():
     # automated: s0 (pred a, true a: right), s2 (pred c, true a: wrong), s4 (pred c, true c: right)
     # coverage 3/5; accuracy among automated 2/3

@@ -56,8 +56,12 @@ def test_calibration_file(pipeline):
         assert fit["after"]["nll"] <= fit["before"]["nll"] + 1e-9  # fitted to lower it
         assert set(fit["languages"]) == {"nl", "en"}
         assert len(fit["thresholds"]) == labels
-        for entry in fit["thresholds"].values():
-            assert entry["how"] in ("class", "global", "never") and entry["why"]
+        # both languages have enough calib rows for a table of their own
+        assert set(fit["language_thresholds"]) == {"nl", "en"}
+        for table in [fit["thresholds"], *fit["language_thresholds"].values()]:
+            assert len(table) == labels
+            for entry in table.values():
+                assert entry["how"] in ("class", "global", "raised", "never") and entry["why"]
     run_id = (tmp / "ckpt" / "run_id").read_text().strip()
     assert "calib/intent/ece_after" in client.get_run(run_id).data.metrics
 
@@ -127,6 +131,7 @@ def test_evaluate_flags_a_class_whose_automated_decisions_break_the_target(pipel
     cfg, tmp, _ = pipeline
     calibration = load_calibration(tmp / "calibration.json")
     for fit in calibration["heads"].values():  # automate everything: the tiny model errs a lot
+        fit.pop("language_thresholds")  # the pooled table for every language
         for entry in fit["thresholds"].values():
             entry["threshold"] = 0.0
     calibration["heads"]["intent"]["thresholds"]["spam"]["threshold"] = math.inf

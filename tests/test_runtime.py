@@ -80,8 +80,14 @@ def test_runtime_without_torch_matches_the_pytorch_evaluation(bundle, evaluated,
         reference = np.stack(evaluated[f"{head}_probs"].to_numpy())
         np.testing.assert_allclose(ours, reference, atol=1e-4, rtol=0)
         decided = [
-            decide_head(head, row, spec["labels"], spec["thresholds"], manifest["margin"])
-            for row in ours.tolist()
+            decide_head(
+                head,
+                row,
+                spec["labels"],
+                spec["language_thresholds"].get(lang, spec["thresholds"]),
+                manifest["margin"],
+            )
+            for row, lang in zip(ours.tolist(), evaluated["lang"], strict=True)
         ]
         assert [d.label for d in decided] == evaluated[f"pred_{head}"].tolist()
         auto = ["auto" if d.automatic else "review" for d in decided]
@@ -153,6 +159,29 @@ def test_language_temperature_applies_to_its_language_only(bundle, tmp_path):
     np.testing.assert_allclose(after[1], before[1])
     np.testing.assert_allclose(after[0], rescale(before[:1], t_global, 2.5 * t_global)[0])
     assert not np.allclose(after[0], before[0])
+
+
+def test_language_thresholds_apply_to_their_language_only(bundle, tmp_path):
+    copy = tmp_path / "strict-nl"
+    shutil.copytree(bundle, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    head = manifest["heads"]["intent"]
+    everything = dict.fromkeys(head["labels"], 0.0)
+    head["thresholds"] = everything
+    head["language_thresholds"] = {"nl": dict.fromkeys(head["labels"]), "en": everything}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    runtime = Runtime.load(copy, verify=False)
+    texts = ["Waar blijft mijn pakket?", "where is my parcel", "Wo bleibt mein Paket?"]
+    nl, en, other = runtime.classify(texts, ["nl", "en", "de"])
+    assert nl.intent_threshold is None and nl.decision == "review"  # nl: never automatic
+    assert en.intent_threshold == 0.0 and other.intent_threshold == 0.0  # de: pooled
+    # a format-1 bundle (pooled thresholds only) still loads and decides with those
+    del head["language_thresholds"]
+    (copy / "manifest.json").write_text(
+        json.dumps({**manifest, "format": "social-triage-bundle/1"})
+    )
+    [old] = Runtime.load(copy, verify=False).classify(texts[:1], ["nl"])
+    assert old.intent_threshold == 0.0
 
 
 def test_bad_bundles_fail_with_what_to_do(bundle, tmp_path):

@@ -4,7 +4,8 @@ Reads:  the checkpoint in ``{calibrate.checkpoint}`` (the transformer's by defau
         TF-IDF baseline's) and ``{data.out_dir}/calib.parquet``.
 Writes: ``{calibrate.out_file}`` (default ``models/calibration.json``): per head the global
         temperature, per-language temperatures where they help, NLL and ECE before and after,
-        and per class the threshold with how it was obtained; the target and margin rule. The
+        and per class the threshold with how it was obtained, pooled and per language
+        (``language_thresholds``); the target and margin rule. The
         numbers also go into the training run in MLflow (``calib/{head}/...``).
 """
 
@@ -45,7 +46,7 @@ def calibrate_head(
     known = y != MISSING_LABEL
     temperature = fit_temperature(logits[known], y[known])
     head: dict = {"temperature": temperature, "n_calib": int(known.sum())}
-    if cfg.per_language:
+    if cfg.per_language_temperatures:
         head["languages"] = fit_language_temperatures(
             logits[known], y[known], langs[known], temperature, cfg.min_rows_per_language
         )
@@ -56,9 +57,26 @@ def calibrate_head(
     # an out-of-scope row's "class" is -1: no prediction is ever right about it
     y_thresholds = np.where(known, y, -1)[rows]
     head["n_out_of_scope"] = int((out_of_scope & ~known).sum())
-    head["thresholds"] = choose_thresholds(
-        after[rows], y_thresholds, labels, cfg.fpr_target, cfg.min_decisions, cfg.margin, cfg.bound
-    )
+
+    def thresholds(among: np.ndarray) -> dict[str, dict]:
+        return choose_thresholds(
+            after[rows][among],
+            y_thresholds[among],
+            labels,
+            cfg.fpr_target,
+            cfg.min_decisions,
+            cfg.margin,
+            cfg.bound,
+        )
+
+    head["thresholds"] = thresholds(np.ones(int(rows.sum()), bool))
+    row_langs = langs[rows]
+    if cfg.per_language_thresholds and len(set(row_langs)) > 1:
+        head["language_thresholds"] = {
+            lang: thresholds(row_langs == lang)
+            for lang in sorted(set(row_langs))
+            if (row_langs == lang).sum() >= cfg.min_rows_per_language
+        }
     return head
 
 
@@ -97,14 +115,17 @@ def run(cfg: DictConfig) -> Path:
         )
         for lang, value in fit.get("languages", {}).items():
             log.info("  %s: T=%.3f (%s)", lang, value["temperature"], value["why"])
-        hows = [t["how"] for t in fit["thresholds"].values()]
-        log.info(
-            "  thresholds: %d own, %d global, %d raised above the global, %d never",
-            hows.count("class"),
-            hows.count("global"),
-            hows.count("raised"),
-            hows.count("never"),
-        )
+        tables = {"all": fit["thresholds"], **fit.get("language_thresholds", {})}
+        for name, table in tables.items():
+            hows = [t["how"] for t in table.values()]
+            log.info(
+                "  thresholds (%s): %d own, %d global, %d raised above the global, %d never",
+                name,
+                hows.count("class"),
+                hows.count("global"),
+                hows.count("raised"),
+                hows.count("never"),
+            )
         metrics.update(
             {
                 f"calib/{head}/temperature": fit["temperature"],

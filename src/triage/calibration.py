@@ -4,7 +4,9 @@ Temperature scaling divides a head's logits by one number ``T`` fitted to minimi
 log-likelihood on held-out data: it changes how confident the model is, never what it predicts.
 A threshold per class then decides which predictions are safe to act on automatically: the
 lowest probability at which the share of wrong automated decisions for that class (false
-positives among automated decisions) stays under the target.
+positives among automated decisions) stays under the target. Where a language has enough calib
+rows it gets its own table, fitted the same way on its rows alone, so that the target holds in
+each language and not only on the pooled mix.
 """
 
 from __future__ import annotations
@@ -224,6 +226,19 @@ def choose_thresholds(
     return out
 
 
+def row_thresholds(head: dict, labels: list[str], langs: np.ndarray) -> np.ndarray:
+    """``(n, k)`` thresholds of one head (``calibration.json``'s entry): per row, its
+    language's own table where calibrate fitted one (``language_thresholds``), else the
+    pooled one."""
+
+    def table(entries: dict) -> np.ndarray:
+        return np.array([entries[label]["threshold"] for label in labels], dtype=np.float64)
+
+    pooled = table(head["thresholds"])
+    by_lang = {lang: table(v) for lang, v in head.get("language_thresholds", {}).items()}
+    return np.array([by_lang.get(lang, pooled) for lang in langs]).reshape(len(langs), len(labels))
+
+
 def calibrated_probs(logits: np.ndarray, langs: np.ndarray, head: dict) -> np.ndarray:
     """Probabilities of one head with its calibration (``calibration.json``'s entry) applied:
     each row divided by its language's temperature, or the global one."""
@@ -252,7 +267,8 @@ def load_calibration(path: Path) -> dict:
         raise FileNotFoundError(f"{path} not found: run `triage calibrate` first")
     calibration = json.loads(path.read_text(encoding="utf-8"))
     for head in calibration["heads"].values():
-        for entry in head["thresholds"].values():
-            if entry["threshold"] is None:
-                entry["threshold"] = math.inf
+        for table in [head["thresholds"], *head.get("language_thresholds", {}).values()]:
+            for entry in table.values():
+                if entry["threshold"] is None:
+                    entry["threshold"] = math.inf
     return calibration

@@ -157,7 +157,8 @@ class CalibrateConfig:
     """Types only; the values and what they mean are in ``configs/calibrate/default.yaml``."""
 
     fpr_target: float = MISSING
-    per_language: bool = MISSING
+    per_language_temperatures: bool = MISSING
+    per_language_thresholds: bool = MISSING
     min_rows_per_language: int = MISSING
     min_decisions: int = MISSING
     margin: float = MISSING

@@ -11,10 +11,11 @@ Writes into ``{evaluate.out_dir}``:
         upper bound; bootstrap intervals for the headline numbers; ``flags`` naming every class
         whose automated decisions break the target; differences to ``compare_with``; for rows
         of ``data.out_of_scope_sources``, the share sent to review (``oos_rejection``).
-        ``predictions.parquet``: per message the labels, predictions, calibrated probabilities
-        and the decision per head. ``plots/``: reliability diagrams, confusion matrices,
-        risk-coverage curves and per-language bars as PNG, and their data as CSV for
-        ``dvc plots``. Everything also goes into the checkpoint's MLflow run.
+        ``predictions.parquet``: per message the labels, predictions, calibrated probabilities,
+        the threshold that applied (its language's) and the decision per head. ``plots/``:
+        reliability diagrams, confusion matrices, risk-coverage curves and per-language bars
+        as PNG, and their data as CSV for ``dvc plots``. Everything also goes into the
+        checkpoint's MLflow run.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from triage import plots
-from triage.calibration import calibrated_probs, load_calibration, softmax
+from triage.calibration import calibrated_probs, load_calibration, row_thresholds, softmax
 from triage.data import MISSING_LABEL, label_ids, load_split, write_atomic, write_json
 from triage.metrics import (
     aurc,
@@ -65,10 +66,10 @@ def evaluate_head(
     every row; the flags raised."""
     fit = calibration["heads"][head]
     probs = calibrated_probs(logits, langs, fit)
-    thresholds = np.array([fit["thresholds"][label]["threshold"] for label in labels])
+    thresholds = row_thresholds(fit, labels, langs)
     auto_all = coverage_at(probs, thresholds, calibration["margin"])
     known = y != MISSING_LABEL
-    p, t, lang = probs[known], y[known], langs[known]
+    p, t, lang, th = probs[known], y[known], langs[known], thresholds[known]
     metrics: dict[str, float] = {}
     for name, rows in [("", np.ones(len(t), bool))] + [
         (f"{g}/", lang == g) for g in sorted(set(lang))
@@ -88,7 +89,7 @@ def evaluate_head(
         metrics[f"{key}ece_uncalibrated"] = ece(softmax(logits[known][rows]), t[rows], cfg.n_bins)
         correct = p[rows].argmax(1) == t[rows]
         metrics[f"{key}aurc"] = aurc(p[rows].max(1), correct)
-        auto = automation_report(p[rows], t[rows], thresholds, labels, calibration["margin"])
+        auto = automation_report(p[rows], t[rows], th[rows], labels, calibration["margin"])
         metrics.update({f"{key}{k}": v for k, v in auto.items() if k != "n"})
     # bootstrap intervals of the headline numbers (overall)
     for name, fn in {
@@ -158,6 +159,10 @@ def run(cfg: DictConfig) -> Path:
         predictions[f"pred_{head}"] = [names[i] for i in probs[head].argmax(axis=1)]
         predictions[f"{head}_confidence"] = probs[head].max(axis=1)
         predictions[f"{head}_decision"] = np.where(decisions[head], "auto", "review")
+        # the threshold its top class had to reach, in its language (inf: never automatic)
+        predictions[f"{head}_threshold"] = row_thresholds(calibration["heads"][head], names, langs)[
+            np.arange(len(frame)), probs[head].argmax(axis=1)
+        ]
         predictions[f"{head}_probs"] = list(probs[head])
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "metrics.json", {**metrics, "flags": flags})

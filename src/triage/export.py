@@ -9,8 +9,9 @@ Writes ``{export.out_dir}`` (``models/onnx``), everything a service needs and no
                              the manifest (without file hashes) in its metadata
         ``tokenizer.json``   the tokenizer, without truncation or padding (the runtime sets them)
         ``routing.json``     the routing table
-        ``manifest.json``    labels, thresholds, margin, temperatures, max length, input prefix,
-                             encoder, run id, data fingerprints, version, gates, file hashes
+        ``manifest.json``    labels, thresholds (pooled and per language), margin, temperatures,
+                             max length, input prefix, encoder, run id, data fingerprints,
+                             version, gates, file hashes
         ``model_card.md``    the same for people, with the bundle's own test numbers
        and ``{export.report}`` (``models/export.json``): every gate's numbers, also logged into the
        checkpoint's MLflow run.
@@ -44,18 +45,17 @@ import torch
 from omegaconf import DictConfig
 from tokenizers import Tokenizer
 
-from triage.calibration import calibrated_probs, load_calibration
+from triage.calibration import calibrated_probs, load_calibration, row_thresholds
 from triage.config import to_container
 from triage.data import MISSING_LABEL, atomic_folder, label_ids, load_split, write_json
 from triage.metrics import automation_report, coverage_at, ece, per_class, summary
 from triage.model import TriageModel, load_checkpoint, predict_logits, read_meta
 from triage.routing import RoutingTable
-from triage.runtime import apply_language_temperatures, graph_probs
+from triage.runtime import FORMAT, apply_language_temperatures, graph_probs
 from triage.tracking import add_to_checkpoint_run, fingerprint, read_run_id
 
 log = logging.getLogger(__name__)
 
-FORMAT = "social-triage-bundle/1"
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 ROUTING_FILE = "routing.json"
@@ -349,10 +349,6 @@ def run(cfg: DictConfig) -> Path:
     served_temperatures = {
         h: (t, language_temperatures(heads_cal[h])) for h, t in temperatures.items()
     }
-    thresholds = {
-        h: np.array([heads_cal[h]["thresholds"][label]["threshold"] for label in names])
-        for h, names in labels.items()
-    }
     margin = calibration["margin"]
     prefix, max_length = meta["input_prefix"], meta["max_length"]
     tokenizer_json = json.loads((checkpoint / TOKENIZER_FILE).read_text(encoding="utf-8"))
@@ -363,6 +359,8 @@ def run(cfg: DictConfig) -> Path:
     frame = load_split(data_dir, ecfg.split)
     texts, langs = frame["text"].tolist(), frame["lang"].to_numpy()
     targets = label_ids(frame, labels)
+    # per message: its language's thresholds, as the runtime applies them
+    thresholds = {h: row_thresholds(heads_cal[h], names, langs) for h, names in labels.items()}
 
     def served(path: Path, tok_json: dict) -> dict[str, np.ndarray]:
         """A graph's probabilities as the runtime serves them (per-language temperatures)."""
@@ -495,7 +493,7 @@ def bundle_metrics(
             key = head if lang is None else f"{head}/{lang}"
             out[f"{key}/macro_f1"] = summary(t, p.argmax(1), names)["macro_f1"]
             out[f"{key}/ece"] = ece(p, t, n_bins)
-            auto = automation_report(p, t, thresholds[head], names, margin)
+            auto = automation_report(p, t, thresholds[head][rows], names, margin)
             out[f"{key}/coverage"] = auto["coverage"]
             out[f"{key}/auto_fpr_max"] = auto["auto_fpr_max"]
     return out
@@ -522,11 +520,19 @@ def build_manifest(
     heads = {}
     for head, names in meta["labels"].items():
         fit = calibration["heads"][head]
+
+        def served_thresholds(table: dict) -> dict[str, float | None]:
+            return {
+                label: None if math.isinf(v["threshold"]) else v["threshold"]
+                for label, v in table.items()
+            }
+
         heads[head] = {
             "labels": names,
-            "thresholds": {
-                label: None if math.isinf(v["threshold"]) else v["threshold"]
-                for label, v in fit["thresholds"].items()
+            "thresholds": served_thresholds(fit["thresholds"]),
+            "language_thresholds": {
+                lang: served_thresholds(table)
+                for lang, table in fit.get("language_thresholds", {}).items()
             },
             "temperature": fit["temperature"],
             "language_temperatures": language_temperatures(fit),
@@ -600,16 +606,25 @@ def model_card(manifest: dict, report: dict) -> str:
         "scaling inside the graph). A class is decided automatically only when its probability "
         "reaches its threshold; thresholds were chosen on the calib split so that at most "
         f"{manifest['fpr_target']:.0%} of a class's automated decisions are wrong "
-        f"(margin rule {manifest['margin']}). Everything else goes to review; routing.json maps "
-        "decisions to actions.",
+        f"(margin rule {manifest['margin']}), per language where a language had enough calib "
+        "messages (its column below) and pooled for the others (`all`). Everything else goes to "
+        "review; routing.json maps decisions to actions.",
         "",
     ]
+
+    def shown(t: float | None) -> str:
+        return "never automatic" if t is None else f"{t:.3f}"
+
     for head, spec in manifest["heads"].items():
+        tables = {"all": spec["thresholds"], **spec["language_thresholds"]}
         lines += [f"### {head} (temperature {spec['temperature']:.3f})", ""]
-        lines += ["| label | threshold |", "|---|---|"]
         lines += [
-            f"| {label} | {'never automatic' if t is None else f'{t:.3f}'} |"
-            for label, t in spec["thresholds"].items()
+            "| label | " + " | ".join(f"threshold ({name})" for name in tables) + " |",
+            "|---|" + "---|" * len(tables),
+        ]
+        lines += [
+            f"| {label} | " + " | ".join(shown(t[label]) for t in tables.values()) + " |"
+            for label in spec["labels"]
         ]
         lines.append("")
     test = report["bundle_test"]

@@ -306,7 +306,8 @@ def coverage_at(probs: np.ndarray, thresholds: np.ndarray, margin: float = 0.0) 
 
     Args:
         probs: ``(n, k)`` probabilities.
-        thresholds: ``(k,)`` threshold per class.
+        thresholds: ``(k,)`` threshold per class, or ``(n, k)``: one row of thresholds per
+            message (per-language thresholds).
         margin: Smallest allowed gap between the top two probabilities.
 
     Returns:
@@ -314,13 +315,17 @@ def coverage_at(probs: np.ndarray, thresholds: np.ndarray, margin: float = 0.0) 
     """
     probs = np.asarray(probs, dtype=float)
     thresholds = np.asarray(thresholds, dtype=float)
-    if probs.ndim != 2 or thresholds.shape != (probs.shape[1],):
-        raise ValueError(f"thresholds must have shape ({probs.shape[-1]},); got {thresholds.shape}")
+    if probs.ndim != 2 or thresholds.shape not in ((probs.shape[1],), probs.shape):
+        raise ValueError(
+            f"thresholds must have shape ({probs.shape[-1]},) or {probs.shape}; "
+            f"got {thresholds.shape}"
+        )
     if not probs.size:
         return np.zeros(len(probs), dtype=bool)
+    rows = np.arange(len(probs))
     top = probs.argmax(axis=1)
-    top1 = probs[np.arange(len(probs)), top]
-    decided = top1 >= thresholds[top]
+    top1 = probs[rows, top]
+    decided = top1 >= (thresholds[top] if thresholds.ndim == 1 else thresholds[rows, top])
     if margin > 0 and probs.shape[1] > 1:
         top2 = np.partition(probs, -2, axis=1)[:, -2]
         decided &= top1 - top2 >= margin
@@ -334,7 +339,8 @@ def automation_report(
     labels: Sequence[str],
     margin: float = 0.0,
 ) -> dict[str, float]:
-    """Coverage and errors of the automated decisions of :func:`coverage_at`.
+    """Coverage and errors of the automated decisions of :func:`coverage_at` (``thresholds``
+    per class, or per row and class).
 
     Keys: ``n``; ``coverage`` (share of rows decided automatically) and ``n_auto``;
     ``auto_accuracy`` (share of automated rows whose top class is the true one; NaN when nothing

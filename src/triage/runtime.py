@@ -7,14 +7,15 @@ Reads a bundle folder written by ``triage export`` (default ``models/onnx/``) an
                     manifest JSON in its metadata
     tokenizer.json  a `tokenizers` file (no truncation or padding set: done here)
     routing.json    the routing table (triage.routing)
-    manifest.json   labels, thresholds, per-language temperatures, margin, max_length, prefix,
-                    model version, file hashes
+    manifest.json   labels, thresholds (pooled and per language), per-language temperatures,
+                    margin, max_length, prefix, model version, file hashes
 
 Per message: clean the text as ``prepare`` did, prepend the input prefix, tokenise with
 truncation to ``max_length``; sort the batch by length and pad each chunk to its own longest
 sequence (messages are short: never to max_length); one onnxruntime session for all calls;
 rescale a head's probabilities where the message's language kept its own temperature; apply the
-thresholds and the routing table. Imports numpy, onnxruntime, tokenizers and the pure-Python
+message's language's thresholds (the pooled ones for a language without its own) and the
+routing table. Imports numpy, onnxruntime, tokenizers and the pure-Python
 parts of the package only (a test runs it with torch and transformers blocked).
 """
 
@@ -38,7 +39,8 @@ from triage.text import UNDETERMINED, clean_text, detect_languages
 
 log = logging.getLogger(__name__)
 
-FORMAT = "social-triage-bundle/1"
+FORMAT = "social-triage-bundle/2"  # /2 added per-language thresholds
+READABLE_FORMATS = ("social-triage-bundle/1", FORMAT)  # a /1 bundle has pooled thresholds only
 MODEL_FILE, TOKENIZER_FILE, ROUTING_FILE, MANIFEST_FILE = (
     "model.onnx",
     "tokenizer.json",
@@ -66,6 +68,12 @@ class HeadSpec:
     thresholds: dict[str, float | None]  # None: the class is never decided automatically
     temperature: float  # the global temperature, already applied inside the graph
     language_temperatures: dict[str, float]  # languages that kept their own temperature
+    language_thresholds: dict[str, dict[str, float | None]]  # languages with their own table
+
+    def thresholds_for(self, lang: str | None) -> dict[str, float | None]:
+        """The thresholds a message in ``lang`` is decided with: its language's own, or the
+        pooled ones."""
+        return self.language_thresholds.get(lang or "", self.thresholds)
 
 
 @dataclass
@@ -210,9 +218,10 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise BundleError(f"{path}: not valid JSON ({exc}); re-run `triage export`") from exc
-    if manifest.get("format") != FORMAT:
+    if manifest.get("format") not in READABLE_FORMATS:
         raise BundleError(
-            f"{path}: format {manifest.get('format')!r}, this runtime reads {FORMAT!r}; "
+            f"{path}: format {manifest.get('format')!r}, this runtime reads "
+            f"{' or '.join(map(repr, READABLE_FORMATS))}; "
             "re-export the model with this version of social-triage"
         )
     return manifest
@@ -231,6 +240,10 @@ def _head_specs(manifest: dict[str, Any]) -> dict[str, HeadSpec]:
                 temperature=float(spec["temperature"]),
                 language_temperatures={
                     k: float(v) for k, v in spec.get("language_temperatures", {}).items()
+                },
+                language_thresholds={
+                    lang: {k: (None if v is None else float(v)) for k, v in table.items()}
+                    for lang, table in spec.get("language_thresholds", {}).items()
                 },
             )
         except (KeyError, TypeError) as exc:
@@ -420,14 +433,22 @@ class Runtime:
         for i in range(len(cleaned)):
             intent_probs = dict(zip(intent.labels, probs["intent"][i].tolist(), strict=True))
             decided = decide_head(
-                "intent", probs["intent"][i].tolist(), intent.labels, intent.thresholds, self.margin
+                "intent",
+                probs["intent"][i].tolist(),
+                intent.labels,
+                intent.thresholds_for(langs[i]),
+                self.margin,
             )
             sentiment_probs = sent = None
             if sentiment is not None:
                 row = probs["sentiment"][i].tolist()
                 sentiment_probs = dict(zip(sentiment.labels, row, strict=True))
                 sent = decide_head(
-                    "sentiment", row, sentiment.labels, sentiment.thresholds, self.margin
+                    "sentiment",
+                    row,
+                    sentiment.labels,
+                    sentiment.thresholds_for(langs[i]),
+                    self.margin,
                 )
             routed = route(self.routing, decided, sentiment_probs)
             predictions.append(
