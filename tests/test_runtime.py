@@ -182,6 +182,11 @@ def test_language_thresholds_apply_to_their_language_only(bundle, tmp_path):
     )
     [old] = Runtime.load(copy, verify=False).classify(texts[:1], ["nl"])
     assert old.intent_threshold == 0.0
+    # a language table that misses a label is refused, not read as "never automatic"
+    head["language_thresholds"] = {"nl": dict.fromkeys(head["labels"][1:], 0.5)}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="the nl thresholds name"):
+        Runtime.load(copy, verify=False)
 
 
 def test_bad_bundles_fail_with_what_to_do(bundle, tmp_path):

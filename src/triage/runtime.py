@@ -248,6 +248,13 @@ def _head_specs(manifest: dict[str, Any]) -> dict[str, HeadSpec]:
             )
         except (KeyError, TypeError) as exc:
             raise BundleError(f"manifest head {name!r}: missing or bad key {exc}") from exc
+        head = heads[name]
+        for lang, table in {"pooled": head.thresholds, **head.language_thresholds}.items():
+            if set(table) != set(head.labels):
+                raise BundleError(
+                    f"manifest head {name!r}: the {lang} thresholds name {sorted(table)}, "
+                    f"the labels are {head.labels}; re-run `triage export`"
+                )
     if "intent" not in heads:
         raise BundleError(
             f"the bundle has heads {sorted(heads)}, but routing needs an `intent` head"
