@@ -58,15 +58,14 @@ def evaluate_head(
     langs: np.ndarray,
     labels: list[str],
     calibration: dict,
+    thresholds: np.ndarray,
     head: str,
     split: str,
     cfg: DictConfig,
 ) -> tuple[dict[str, float], np.ndarray, np.ndarray, list[str]]:
-    """All metrics of one head on its labelled rows; calibrated probabilities and decisions for
-    every row; the flags raised."""
-    fit = calibration["heads"][head]
-    probs = calibrated_probs(logits, langs, fit)
-    thresholds = row_thresholds(fit, labels, langs)
+    """All metrics of one head on its labelled rows, at ``thresholds`` (per row and class);
+    calibrated probabilities and decisions for every row; the flags raised."""
+    probs = calibrated_probs(logits, langs, calibration["heads"][head])
     auto_all = coverage_at(probs, thresholds, calibration["margin"])
     known = y != MISSING_LABEL
     p, t, lang, th = probs[known], y[known], langs[known], thresholds[known]
@@ -123,9 +122,19 @@ def run(cfg: DictConfig) -> Path:
     metrics: dict[str, float] = {}
     flags: list[str] = []
     probs, decisions = {}, {}
+    # per message and class: the threshold in the message's language
+    thresholds = {h: row_thresholds(calibration["heads"][h], n, langs) for h, n in labels.items()}
     for head, names in labels.items():
         head_metrics, probs[head], decisions[head], head_flags = evaluate_head(
-            logits[head], targets[head], langs, names, calibration, head, split, ecfg
+            logits[head],
+            targets[head],
+            langs,
+            names,
+            calibration,
+            thresholds[head],
+            head,
+            split,
+            ecfg,
         )
         metrics.update(head_metrics)
         flags += head_flags
@@ -160,7 +169,7 @@ def run(cfg: DictConfig) -> Path:
         predictions[f"{head}_confidence"] = probs[head].max(axis=1)
         predictions[f"{head}_decision"] = np.where(decisions[head], "auto", "review")
         # the threshold its top class had to reach, in its language (inf: never automatic)
-        predictions[f"{head}_threshold"] = row_thresholds(calibration["heads"][head], names, langs)[
+        predictions[f"{head}_threshold"] = thresholds[head][
             np.arange(len(frame)), probs[head].argmax(axis=1)
         ]
         predictions[f"{head}_probs"] = list(probs[head])

@@ -517,16 +517,17 @@ def build_manifest(
     """What the bundle is and how it was made (the file hashes are added when written)."""
     run_id = read_run_id(checkpoint)
     digest = sha256(chosen["path"])
+
+    def served_thresholds(table: dict) -> dict[str, float | None]:
+        """A calibration threshold table as the manifest holds it (never automatic: null)."""
+        return {
+            label: None if math.isinf(v["threshold"]) else v["threshold"]
+            for label, v in table.items()
+        }
+
     heads = {}
     for head, names in meta["labels"].items():
         fit = calibration["heads"][head]
-
-        def served_thresholds(table: dict) -> dict[str, float | None]:
-            return {
-                label: None if math.isinf(v["threshold"]) else v["threshold"]
-                for label, v in table.items()
-            }
-
         heads[head] = {
             "labels": names,
             "thresholds": served_thresholds(fit["thresholds"]),
