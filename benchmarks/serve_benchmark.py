@@ -4,7 +4,7 @@ throughput against PyTorch eager, single-message latency, and the HTTP service u
 Not a test: numbers depend on the machine. Prints a Markdown table (and ``--json`` writes the
 numbers). Every measurement runs on the same messages (the prepared val/calib/test splits):
 
-- **import**: ``import triage.runtime`` timed inside fresh interpreters (median of 5); also
+- **import**: ``import triage.serving.runtime`` timed inside fresh interpreters (median of 5); also
   checks that torch and transformers were not imported.
 - **load**: ``Runtime.load(bundle)`` in fresh interpreters (median of 3; includes the SHA-256
   check of every file and the warm-up call).
@@ -53,7 +53,7 @@ def fresh_python(code: str) -> str:
 
 def import_time(runs: int = 5) -> tuple[float, list[str]]:
     code = (
-        "import sys, time; t = time.perf_counter(); import triage.runtime; "
+        "import sys, time; t = time.perf_counter(); import triage.serving.runtime; "
         "d = time.perf_counter() - t; "
         "print(d, [m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers')])"
     )
@@ -67,7 +67,7 @@ def import_time(runs: int = 5) -> tuple[float, list[str]]:
 
 def load_time(bundle: Path, runs: int = 3) -> float:
     code = (
-        "import time; t = time.perf_counter(); from triage.runtime import Runtime; "
+        "import time; t = time.perf_counter(); from triage.serving.runtime import Runtime; "
         f"Runtime.load({str(bundle)!r}); print(time.perf_counter() - t)"
     )
     return statistics.median(float(fresh_python(code)) for _ in range(runs))
@@ -198,7 +198,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args()
 
-    from triage.runtime import Runtime, physical_cores, read_manifest
+    from triage.serving.runtime import Runtime, physical_cores, read_manifest
 
     manifest = read_manifest(args.bundle)
     frame = pd.concat(
@@ -243,7 +243,7 @@ def main() -> None:
     if not args.skip_torch:
         import torch
 
-        from triage.model import TransformerPredictor
+        from triage.modeling.model import TransformerPredictor
 
         torch.set_num_threads(threads)
         predictor = TransformerPredictor(args.checkpoint, batch_size=args.batch_size)
@@ -275,7 +275,7 @@ def print_table(r: dict, args) -> None:
             "",
         ),
         (
-            "import triage.runtime",
+            "import triage.serving.runtime",
             f"{r['import_s']:.3f} s"
             + (" (pulled in torch!)" if r["import_pulls_torch"] else ", no torch"),
             "< 1 s",

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from triage.backbone import resolve_encoder
 from triage.config import load_config
-from triage.model import build_model, encode, multitask_loss, pad_batch
-from triage.train import freeze, optimizer_groups
+from triage.encoder.resolve import resolve_encoder
+from triage.modeling.model import build_model, encode, multitask_loss, pad_batch
+from triage.pipeline.train import freeze, optimizer_groups
 
 
 def measure(cfg, texts: list[str], device: str, freeze_embeddings: bool, args) -> dict:
@@ -33,19 +33,26 @@ def measure(cfg, texts: list[str], device: str, freeze_embeddings: bool, args) -
     freeze(model, freeze_embeddings, 0)
     optimizer = torch.optim.AdamW(optimizer_groups(model, 5e-5, 1e-3, 0.01))
     ids = sorted(encode(tokenizer, texts, cfg.model.input_prefix, args.max_length), key=len)
-    batches = [ids[i:i + args.batch_size] for i in range(0, len(ids), args.batch_size)]
+    batches = [ids[i : i + args.batch_size] for i in range(0, len(ids), args.batch_size)]
     batches = [b for b in batches if len(b) == args.batch_size]
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" \
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if device == "cuda"
         else torch.autocast("cpu", enabled=False)
+    )
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     model.train()
     seen, tokens, elapsed = 0, 0, 0.0
     for step in range(args.warmup + args.steps):
-        batch = {k: v.to(device) for k, v in
-                 pad_batch(batches[step * 7 % len(batches)], tokenizer.pad_token_id).items()}
-        targets = {"intent": torch.randint(0, 14, (args.batch_size,), device=device),
-                   "sentiment": torch.randint(0, 3, (args.batch_size,), device=device)}
+        batch = {
+            k: v.to(device)
+            for k, v in pad_batch(batches[step * 7 % len(batches)], tokenizer.pad_token_id).items()
+        }
+        targets = {
+            "intent": torch.randint(0, 14, (args.batch_size,), device=device),
+            "sentiment": torch.randint(0, 3, (args.batch_size,), device=device),
+        }
         if device == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
@@ -60,12 +67,21 @@ def measure(cfg, texts: list[str], device: str, freeze_embeddings: bool, args) -
             elapsed += time.perf_counter() - start
             seen += args.batch_size
             tokens += int(batch["attention_mask"].sum())
-    peak = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    return {"device": device, "freeze_embeddings": freeze_embeddings,
-            "batch_size": args.batch_size, "mean_tokens": round(tokens / seen, 1),
-            "examples_per_s": round(seen / elapsed, 1), "s_per_step": round(elapsed / args.steps, 3),
-            "peak_mem_mib": round(peak), "threads": torch.get_num_threads()}
+    peak = (
+        torch.cuda.max_memory_allocated() / 2**20
+        if device == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    )
+    return {
+        "device": device,
+        "freeze_embeddings": freeze_embeddings,
+        "batch_size": args.batch_size,
+        "mean_tokens": round(tokens / seen, 1),
+        "examples_per_s": round(seen / elapsed, 1),
+        "s_per_step": round(elapsed / args.steps, 3),
+        "peak_mem_mib": round(peak),
+        "threads": torch.get_num_threads(),
+    }
 
 
 def main() -> None:
@@ -76,9 +92,11 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=128)
     args = parser.parse_args()
     cfg = load_config([])
-    texts = [json.loads(line)["text"] for p in sorted(Path(cfg.paths.root, "data", "authored")
-                                                      .glob("*.jsonl"))
-             for line in p.read_text(encoding="utf-8").splitlines()]
+    texts = [
+        json.loads(line)["text"]
+        for p in sorted(Path(cfg.paths.root, "data", "authored").glob("*.jsonl"))
+        for line in p.read_text(encoding="utf-8").splitlines()
+    ]
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for device in devices:
         for frozen in (True, False):

@@ -80,12 +80,12 @@ def pipeline(root, tiny_encoder, tmp_path_factory):
     and one MLflow store; returns (config, folder, MLflow client)."""
     import mlflow
 
-    from triage.baseline import run as baseline
-    from triage.calibrate import run as calibrate
     from triage.config import load_config
-    from triage.evaluate import run as evaluate
-    from triage.prepare import run as prepare
-    from triage.train import run as train
+    from triage.pipeline.baseline import run as baseline
+    from triage.pipeline.calibrate import run as calibrate
+    from triage.pipeline.evaluate import run as evaluate
+    from triage.pipeline.prepare import run as prepare
+    from triage.pipeline.train import run as train
 
     tmp = tmp_path_factory.mktemp("pipeline")
     uri = f"sqlite:///{tmp}/mlflow.db"
@@ -133,7 +133,7 @@ def bundle(pipeline) -> Path:
     messages in the batch; ``<tmp>/export.json`` has the gates). The PyTorch reference for the
     same messages: ``<tmp>/evaluation/predictions.parquet`` (``<head>_probs``, calibrated, and
     ``<head>_decision``) from the evaluate stage, on the test split."""
-    from triage.export import run as export
+    from triage.pipeline.export import run as export
 
     cfg, tmp, _ = pipeline
     cfg = cfg.copy()

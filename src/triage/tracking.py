@@ -11,7 +11,6 @@ and inside :func:`nested_under` every run a stage starts is a child of the sweep
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -20,6 +19,8 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from triage.io import sha256_file
 
 RUN_ID_FILE = "run_id"
 
@@ -57,11 +58,7 @@ def git_state(root: Path) -> dict[str, str]:
 
 def fingerprint(path: Path) -> str:
     """sha256 of a file's bytes (first 16 hex digits): which exact data a run saw."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:16]
+    return sha256_file(path)[:16]
 
 
 def default_uri(root: Path) -> str:

@@ -1,0 +1,182 @@
+"""Adapters for the public datasets in ``paths.public_data`` (read in place, never copied).
+
+Each adapter knows one dataset's file layout and yields :class:`~triage.data.RawRow` with the
+dataset's own label names; mapping them into the taxonomy is configuration
+(``configs/data/*.yaml``), not code. See ``../shared/data/README.md`` for provenance.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from triage.data.readers import RawRow, load_table, read_lines
+from triage.errors import DataError
+
+
+def read_bitext(path: Path, options: dict[str, Any]) -> Iterator[RawRow]:
+    """Bitext customer-support CSV: ``utterance`` and ``intent`` (27 intents)."""
+    frame = load_table(path, "csv")
+    _need_columns(path, frame.columns, ["utterance", "intent"])
+    for i, (text, intent) in enumerate(zip(frame["utterance"], frame["intent"], strict=True)):
+        yield RawRow(text=text, intent=intent, where=f"{path}:line {i + 2}", id=f"bitext-{i}")
+
+
+def read_airline(path: Path, options: dict[str, Any]) -> Iterator[RawRow]:
+    """Twitter US airline sentiment: ``text``, ``airline_sentiment``, ``tweet_created``
+    (dd-mm-yyyy HH.MM). The ``tweet_id`` column was mangled by a spreadsheet: ids are ours."""
+    frame = load_table(path, "csv")
+    _need_columns(path, frame.columns, ["text", "airline_sentiment", "tweet_created"])
+    for i, row in enumerate(frame.itertuples(index=False)):
+        yield RawRow(
+            text=row.text,
+            sentiment=row.airline_sentiment,
+            where=f"{path}:line {i + 2}",
+            id=f"airline-{i}",
+            channel="x",
+            created_at=_airline_date(row.tweet_created),
+        )
+
+
+def _airline_date(value: Any) -> str | None:
+    try:
+        return datetime.strptime(str(value), "%d-%m-%Y %H.%M").isoformat()
+    except ValueError:
+        return None
+
+
+# XED numbers Plutchik's emotions alphabetically; neu_en.txt marks neutral lines with 9.
+XED_EMOTIONS = {
+    "1": "anger",
+    "2": "anticipation",
+    "3": "disgust",
+    "4": "fear",
+    "5": "joy",
+    "6": "sadness",
+    "7": "surprise",
+    "8": "trust",
+    "0": "neutral",
+    "9": "neutral",
+}
+
+
+def read_xed(path: Path, options: dict[str, Any]) -> Iterator[RawRow]:
+    """XED emotion lines: ``language: nl`` reads the projected Dutch lines, ``en`` the English
+    gold lines plus the neutral ones. Labels are lists of emotion names (multi-label)."""
+    language = options.get("language", "nl")
+    if language == "nl":
+        files = [(path / "nl-projections.tsv", False)]
+    elif language == "en":
+        files = [(path / "en-annotated.tsv", False), (path / "neu_en.txt", True)]
+    else:
+        raise DataError(f"xed: options.language must be nl or en, got {language!r}")
+    for file, label_first in files:
+        names = ["label", "text"] if label_first else ["text", "label"]
+        # subtitles contain unbalanced quotes: read without CSV quoting
+        frame = load_table(file, "csv", sep="\t", column_names=names, quoting=csv.QUOTE_NONE)
+        for i, row in enumerate(frame.itertuples(index=False)):
+            codes = [c.strip() for c in str(row.label).split(",") if c.strip()]
+            yield RawRow(
+                text=row.text,
+                where=f"{file}:line {i + 1}",
+                id=f"xed-{file.stem}-{i}",
+                sentiment=[XED_EMOTIONS.get(c, c) for c in codes],
+            )
+
+
+def read_youtube_spam(path: Path, options: dict[str, Any]) -> Iterator[RawRow]:
+    """YouTube spam collection: five CSVs with ``CONTENT`` and ``CLASS`` (1 spam, 0 ham)."""
+    files = sorted(path.glob("Youtube*.csv"))
+    if not files:
+        raise DataError(f"{path}: no Youtube*.csv files")
+    for file in files:
+        frame = load_table(file, "csv")
+        _need_columns(file, frame.columns, ["CONTENT", "CLASS", "DATE"])
+        for i, row in enumerate(frame.itertuples(index=False)):
+            yield RawRow(
+                text=row.CONTENT,
+                intent=str(row.CLASS),
+                where=f"{file}:line {i + 2}",
+                id=f"youtube-{file.stem}-{i}",
+                channel="youtube_comment",
+                created_at=row.DATE,
+            )
+
+
+def read_tweeteval(path: Path, options: dict[str, Any]) -> Iterator[RawRow]:
+    """TweetEval task folder (``options.task``: offensive, hate, ...): aligned
+    ``{split}_text.txt`` / ``{split}_labels.txt``; all splits are pooled and split by us.
+    Labels go to the intent head unless ``options.head: sentiment``."""
+    task = options.get("task")
+    if not task:
+        raise DataError("tweeteval: set options.task (offensive, hate, emotion, irony, sentiment)")
+    head = options.get("head", "intent")
+    for split in options.get("splits", ["train", "val", "test"]):
+        for text, label, where in _aligned(
+            path / task / f"{split}_text.txt", path / task / f"{split}_labels.txt"
+        ):
+            line = where.split()[-1]
+            yield RawRow(
+                text=text,
+                where=where,
+                channel="x",
+                id=f"tweeteval-{task}-{split}-{line}",
+                **{head: label},
+            )
+
+
+def read_fewshot(path: Path, options: dict[str, Any]) -> Iterator[RawRow]:
+    """BANKING77 / CLINC150 / HWU64 folder: ``{split}/seq.in`` and ``{split}/label``.
+
+    ``options.fixed``: original split -> our split it stays in (``{test: test}`` keeps the
+    original test set); ``options.pooled``: original splits that we split into
+    train/val/calib ourselves.
+    """
+    fixed = dict(options.get("fixed", {"test": "test"}))
+    pooled = list(options.get("pooled", ["train", "valid"]))
+    for split in [*fixed, *pooled]:
+        for text, label, where in _aligned(path / split / "seq.in", path / split / "label"):
+            yield RawRow(
+                text=text,
+                intent=label,
+                where=where,
+                id=f"{path.name.lower()}-{split}-{where.split()[-1]}",
+                split=fixed.get(split),
+            )
+
+
+def _aligned(text_file: Path, label_file: Path) -> Iterator[tuple[str, str, str]]:
+    texts, labels = read_lines(text_file), read_lines(label_file)
+    if len(texts) != len(labels):
+        raise DataError(f"{text_file} has {len(texts)} lines but {label_file} has {len(labels)}")
+    for i, (text, label) in enumerate(zip(texts, labels, strict=True)):
+        yield text, label.strip(), f"{text_file}:line {i + 1}"
+
+
+def _need_columns(path: Path, have: Any, need: list[str]) -> None:
+    missing = [c for c in need if c not in have]
+    if missing:
+        raise DataError(
+            f"{path}: missing columns {missing} (has {list(have)}); is this the "
+            "original file of that dataset?"
+        )
+
+
+ADAPTERS: dict[str, Callable[[Path, dict[str, Any]], Iterator[RawRow]]] = {
+    "bitext": read_bitext,
+    "airline": read_airline,
+    "xed": read_xed,
+    "youtube_spam": read_youtube_spam,
+    "tweeteval": read_tweeteval,
+    "fewshot": read_fewshot,
+}
+
+
+def read_public_source(kind: str, path: Path, options: dict[str, Any]) -> Iterator[RawRow]:
+    """Rows of one public dataset, by adapter kind."""
+    if kind not in ADAPTERS:
+        raise DataError(f"unknown source kind {kind!r}; known: file, hub, {', '.join(ADAPTERS)}")
+    return ADAPTERS[kind](path, options)

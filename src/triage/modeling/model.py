@@ -1,0 +1,248 @@
+"""The classifier: one pretrained encoder, mean pooling, one linear head per task.
+
+The set of heads comes from the data (``labels.json``): ``intent`` and ``sentiment`` on the
+social data, ``intent`` alone on benchmarks. A checkpoint folder describes itself, so it reloads
+without the original config files:
+
+    model.safetensors   all weights (encoder + heads)
+    config.json         the encoder's transformers config (architecture only)
+    tokenizer files     the encoder's tokenizer
+    triage.json         heads and label order, input prefix, max length, dropout, encoder source,
+                        the data and training config that produced it
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from triage.encoder.resolve import mean_pool
+from triage.io import atomic_folder
+from triage.modeling.calibration import softmax
+from triage.schema import MISSING_LABEL
+from triage.tracking import RUN_ID_FILE
+
+META_FILE = "triage.json"
+KIND = "transformer"
+WEIGHTS_FILE = "model.safetensors"
+
+
+class TriageModel(nn.Module):
+    """Encoder + mean pooling + a linear head per task.
+
+    Args:
+        encoder: a transformers encoder returning ``last_hidden_state``.
+        labels: head name -> label names, in output order.
+        dropout: dropout on the pooled vector before the heads.
+    """
+
+    def __init__(self, encoder: nn.Module, labels: dict[str, list[str]], dropout: float = 0.1):
+        super().__init__()
+        if not labels:
+            raise ValueError("a model needs at least one head")
+        self.encoder = encoder
+        self.labels = {head: list(names) for head, names in labels.items()}
+        self.dropout = nn.Dropout(dropout)
+        hidden = encoder.config.hidden_size
+        self.heads = nn.ModuleDict({h: nn.Linear(hidden, len(n)) for h, n in labels.items()})
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Logits per head, ``(batch, n_labels)``."""
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
+        pooled = self.dropout(mean_pool(out.last_hidden_state, attention_mask))
+        return {head: layer(pooled) for head, layer in self.heads.items()}
+
+
+def multitask_loss(
+    logits: dict[str, torch.Tensor],
+    targets: dict[str, torch.Tensor],
+    head_weights: dict[str, float] | None = None,
+    class_weights: dict[str, torch.Tensor] | None = None,
+    label_smoothing: float = 0.0,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Weighted sum of per-head cross-entropies; a missing label counts for nothing.
+
+    A head with no labelled row in the batch adds nothing (rather than NaN).
+
+    Returns:
+        The total loss and the per-head loss values (for logging).
+    """
+    total = next(iter(logits.values())).new_zeros(())
+    parts: dict[str, float] = {}
+    for head, head_logits in logits.items():
+        target = targets[head]
+        if not (target != MISSING_LABEL).any():
+            continue
+        loss = nn.functional.cross_entropy(
+            head_logits.float(),
+            target,
+            ignore_index=MISSING_LABEL,
+            label_smoothing=label_smoothing,
+            weight=None if class_weights is None else class_weights.get(head),
+        )
+        parts[head] = float(loss.detach())
+        total = total + (1.0 if head_weights is None else head_weights.get(head, 1.0)) * loss
+    return total, parts
+
+
+def build_model(encoder_path: str, labels: dict[str, list[str]], dropout: float) -> TriageModel:
+    """A new model on pretrained encoder weights (a folder or hub name), heads freshly made."""
+    from transformers import AutoModel
+
+    encoder = AutoModel.from_pretrained(encoder_path, **_encoder_kwargs(encoder_path))
+    return TriageModel(encoder, labels, dropout)
+
+
+def _encoder_kwargs(path_or_config: Any) -> dict[str, Any]:
+    # BERT-style encoders build a pooler we never use (e5 is mean-pooled; the converted copy has
+    # none): leave it out instead of carrying random weights and a "missing keys" warning.
+    from transformers import AutoConfig, PretrainedConfig
+
+    config = (
+        path_or_config
+        if isinstance(path_or_config, PretrainedConfig)
+        else AutoConfig.from_pretrained(path_or_config)
+    )
+    return {"add_pooling_layer": False} if config.model_type in ("bert", "xlm-roberta") else {}
+
+
+def save_checkpoint(
+    model: TriageModel, tokenizer: Any, out_dir: Path, meta: dict[str, Any]
+) -> None:
+    """Write a self-describing checkpoint folder, atomically."""
+    with atomic_folder(out_dir) as tmp:
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS_FILE))
+        model.encoder.config.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        full_meta = {**meta, "kind": KIND, "labels": model.labels, "dropout": model.dropout.p}
+        (tmp / META_FILE).write_text(
+            json.dumps(full_meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+        if meta.get("run_id"):  # later stages add to the same MLflow run
+            (tmp / RUN_ID_FILE).write_text(meta["run_id"] + "\n")
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    """A checkpoint's ``triage.json`` (what it is, its labels, how it was made)."""
+    if not (Path(path) / META_FILE).is_file():
+        raise FileNotFoundError(
+            f"{path} is not a triage checkpoint (no {META_FILE}); run `triage train` (or "
+            "`triage baseline`) first, or point to the folder it wrote"
+        )
+    return json.loads((Path(path) / META_FILE).read_text(encoding="utf-8"))
+
+
+def load_checkpoint(path: Path) -> tuple[TriageModel, Any, dict[str, Any]]:
+    """Rebuild model, tokenizer and metadata from a checkpoint folder alone."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    path = Path(path)
+    meta = read_meta(path)
+    config = AutoConfig.from_pretrained(str(path))
+    encoder = AutoModel.from_config(config, **_encoder_kwargs(config))
+    model = TriageModel(encoder, meta["labels"], meta["dropout"])
+    model.load_state_dict(load_file(str(path / WEIGHTS_FILE)))
+    model.eval()
+    return model, AutoTokenizer.from_pretrained(str(path)), meta
+
+
+def encode(tokenizer: Any, texts: Sequence[str], prefix: str, max_length: int) -> list[list[int]]:
+    """Token ids of ``prefix + text`` per text, truncated to ``max_length``, unpadded."""
+    return tokenizer([prefix + t for t in texts], truncation=True, max_length=max_length)[
+        "input_ids"
+    ]
+
+
+def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Pad to the longest sequence of the batch (not to max_length: messages are short)."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for i, seq in enumerate(sequences):
+        ids[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[i, : len(seq)] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+@torch.inference_mode()
+def predict_logits(
+    model: TriageModel,
+    tokenizer: Any,
+    texts: Sequence[str],
+    prefix: str,
+    max_length: int,
+    batch_size: int = 64,
+) -> dict[str, np.ndarray]:
+    """Logits per head, ``(len(texts), n_labels)`` float32, in the order of ``texts``.
+
+    Batches are formed from texts of similar length, so little compute goes to padding.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    ids = encode(tokenizer, texts, prefix, max_length)
+    order = np.argsort([len(s) for s in ids], kind="stable")
+    out = {
+        head: np.zeros((len(texts), len(names)), dtype=np.float32)
+        for head, names in model.labels.items()
+    }
+    for start in range(0, len(order), batch_size):
+        index = order[start : start + batch_size]
+        batch = pad_batch([ids[i] for i in index], tokenizer.pad_token_id)
+        logits = model(**{k: v.to(device) for k, v in batch.items()})
+        for head, value in logits.items():
+            out[head][index] = value.float().cpu().numpy()
+    return out
+
+
+def predict_proba(
+    model: TriageModel,
+    tokenizer: Any,
+    texts: Sequence[str],
+    prefix: str,
+    max_length: int,
+    batch_size: int = 64,
+) -> dict[str, np.ndarray]:
+    """Uncalibrated softmax probabilities per head (see :func:`predict_logits`)."""
+    logits = predict_logits(model, tokenizer, texts, prefix, max_length, batch_size)
+    return {head: softmax(value) for head, value in logits.items()}
+
+
+class TransformerPredictor:
+    """A loaded checkpoint behind the interface calibrate and evaluate use: ``labels``,
+    ``meta`` and ``logits(texts)``."""
+
+    def __init__(self, path: Path, batch_size: int = 64):
+        self.model, self.tokenizer, self.meta = load_checkpoint(path)
+        self.labels = self.model.labels
+        self.batch_size = batch_size
+
+    def logits(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        return predict_logits(
+            self.model,
+            self.tokenizer,
+            texts,
+            self.meta["input_prefix"],
+            self.meta["max_length"],
+            self.batch_size,
+        )
+
+
+def load_predictor(path: Path) -> Any:
+    """The transformer or the TF-IDF baseline, whichever ``path`` holds (``triage.json``)."""
+    from triage.modeling.tfidf import KIND as TFIDF
+    from triage.modeling.tfidf import TfidfModel
+
+    path = Path(path)
+    if read_meta(path).get("kind") == TFIDF:
+        return TfidfModel.load(path)
+    return TransformerPredictor(path)

@@ -1,0 +1,456 @@
+"""The serving runtime: load an exported bundle and classify messages, without torch.
+
+Reads a bundle folder written by ``triage export`` (default ``models/onnx/``) and writes nothing:
+
+    model.onnx      inputs input_ids, attention_mask (int64); outputs <head>_probs: calibrated
+                    probabilities (global temperature and softmax inside the graph); the
+                    manifest JSON in its metadata
+    tokenizer.json  a `tokenizers` file (no truncation or padding set: done here)
+    routing.json    the routing table (triage.routing)
+    manifest.json   labels, thresholds (pooled and per language), per-language temperatures,
+                    margin, max_length, prefix, model version, file hashes
+
+Per message: clean the text as ``prepare`` did, prepend the input prefix, tokenise with
+truncation to ``max_length``; sort the batch by length and pad each chunk to its own longest
+sequence (messages are short: never to max_length); one onnxruntime session for all calls;
+rescale a head's probabilities where the message's language kept its own temperature; apply the
+message's language's thresholds (the pooled ones for a language without its own) and the
+routing table. Imports numpy, onnxruntime, tokenizers and the pure-Python
+parts of the package only (a test runs it with torch and transformers blocked).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from triage.io import sha256_file
+from triage.routing import RoutingTable, decide_head, route
+from triage.serving.record import Prediction
+from triage.text import UNDETERMINED, clean_text, detect_languages
+
+log = logging.getLogger(__name__)
+
+FORMAT = "social-triage-bundle/2"  # /2 added per-language thresholds
+READABLE_FORMATS = ("social-triage-bundle/1", FORMAT)  # a /1 bundle has pooled thresholds only
+MODEL_FILE, TOKENIZER_FILE, ROUTING_FILE, MANIFEST_FILE = (
+    "model.onnx",
+    "tokenizer.json",
+    "routing.json",
+    "manifest.json",
+)
+HEADS = ("intent", "sentiment")
+# classified once at load so that the first request does not pay for onnxruntime's first run and
+# for lingua loading its n-gram models (1 to 5-grams, loaded lazily: a long text needs them all)
+WARM_UP = "Where is my order, waiting for a week now? Waar blijft mijn bestelling, al een week?"
+# log(0) is clipped here when a language's own temperature rescales probabilities
+_TINY = float(np.finfo(np.float32).tiny)
+
+
+class BundleError(ValueError):
+    """A bundle folder that is missing, incomplete or inconsistent; says what to do."""
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """One head of a bundle, from its manifest."""
+
+    name: str
+    labels: list[str]
+    thresholds: dict[str, float | None]  # None: the class is never decided automatically
+    temperature: float  # the global temperature, already applied inside the graph
+    language_temperatures: dict[str, float]  # languages that kept their own temperature
+    language_thresholds: dict[str, dict[str, float | None]]  # languages with their own table
+
+    def thresholds_for(self, lang: str | None) -> dict[str, float | None]:
+        """The thresholds a message in ``lang`` is decided with: its language's own, or the
+        pooled ones."""
+        return self.language_thresholds.get(lang or "", self.thresholds)
+
+
+def physical_cores() -> int:
+    """Physical cores this process may run on (hyper-threads of one core count once).
+
+    Reads ``/proc/cpuinfo`` on Linux; elsewhere, or when it cannot tell, the usable CPUs.
+    """
+    allowed = (
+        os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count()))
+    )
+    try:
+        blocks = Path("/proc/cpuinfo").read_text().split("\n\n")
+    except OSError:
+        return max(1, len(allowed))
+    cores = set()
+    for block in blocks:
+        fields = dict(
+            (k.strip(), v.strip())
+            for k, _, v in (line.partition(":") for line in block.split("\n"))
+        )
+        if "processor" in fields and int(fields["processor"]) in allowed:
+            cores.add((fields.get("physical id", "0"), fields.get("core id", fields["processor"])))
+    return max(1, len(cores) or len(allowed))
+
+
+def rescale(probs: np.ndarray, t_global: float, t_lang: float) -> np.ndarray:
+    """Probabilities calibrated with ``t_global`` turned into those with ``t_lang``.
+
+    ``p = softmax(z / t_global)`` gives ``log p = z / t_global - c``, so
+    ``softmax(log p * t_global / t_lang) = softmax(z / t_lang)`` exactly (the constant cancels);
+    ``log 0`` is clipped at the smallest normal float32.
+    """
+    z = np.log(np.clip(np.asarray(probs, dtype=np.float64), _TINY, 1.0)) * (t_global / t_lang)
+    z -= z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def apply_language_temperatures(
+    probs: dict[str, np.ndarray],
+    langs: Sequence[str],
+    temperatures: Mapping[str, tuple[float, Mapping[str, float]]],
+) -> dict[str, np.ndarray]:
+    """Graph probabilities (each head at its global temperature) turned into the served ones:
+    rows of a language that kept its own temperature are :func:`rescale`-d, in place.
+
+    Args:
+        probs: ``<head>: (n, n_labels)``, as :func:`graph_probs` returns them.
+        langs: each row's language.
+        temperatures: ``<head>: (global temperature, {language: its own temperature})``.
+    """
+    langs_arr = np.asarray(langs, dtype=object)
+    for head, (t_global, own) in temperatures.items():
+        for lang, t_lang in own.items():
+            rows = np.flatnonzero(langs_arr == lang)
+            if len(rows):
+                probs[head][rows] = rescale(probs[head][rows], t_global, t_lang)
+    return probs
+
+
+def graph_probs(
+    session: ort.InferenceSession,
+    tokenizer: Tokenizer,
+    texts: Sequence[str],
+    prefix: str,
+    pad_id: int,
+    batch_size: int = 32,
+) -> dict[str, np.ndarray]:
+    """Run a bundle graph: ``<head>_probs`` per head, ``(len(texts), n_labels)``, in text order.
+
+    ``prefix + text`` is tokenised with ``tokenizer`` as it is set up (truncation included); the
+    texts are sorted by token length and each chunk of ``batch_size`` is padded to its own
+    longest sequence, never to the maximum length.
+    """
+    ids = [e.ids for e in tokenizer.encode_batch([prefix + t for t in texts])]
+    order = np.argsort([len(s) for s in ids], kind="stable")
+    outputs = [o for o in session.get_outputs() if o.name.endswith("_probs")]
+    names = [o.name for o in outputs]
+    out = {  # (batch, n_labels): the label axis is fixed in the graph
+        o.name.removesuffix("_probs"): np.zeros((len(texts), o.shape[1]), np.float32)
+        for o in outputs
+    }
+    for start in range(0, len(order), batch_size):
+        index = order[start : start + batch_size]
+        width = max(len(ids[i]) for i in index)
+        input_ids = np.full((len(index), width), pad_id, dtype=np.int64)
+        mask = np.zeros((len(index), width), dtype=np.int64)
+        for row, i in enumerate(index):
+            input_ids[row, : len(ids[i])] = ids[i]
+            mask[row, : len(ids[i])] = 1
+        results = session.run(names, {"input_ids": input_ids, "attention_mask": mask})
+        for name, value in zip(names, results, strict=True):
+            out[name.removesuffix("_probs")][index] = value
+    return out
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """A bundle's ``manifest.json``, checked for its format.
+
+    Raises:
+        BundleError: no bundle there, or a format this code does not read.
+    """
+    folder = Path(folder)
+    path = folder / MANIFEST_FILE
+    if not path.is_file():
+        raise BundleError(
+            f"{folder} is not a model bundle (no {MANIFEST_FILE}); run `triage export` first "
+            "or point to the folder it wrote"
+        )
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{path}: not valid JSON ({exc}); re-run `triage export`") from exc
+    if manifest.get("format") not in READABLE_FORMATS:
+        raise BundleError(
+            f"{path}: format {manifest.get('format')!r}, this runtime reads "
+            f"{' or '.join(map(repr, READABLE_FORMATS))}; "
+            "re-export the model with this version of social-triage"
+        )
+    return manifest
+
+
+def _head_specs(manifest: dict[str, Any]) -> dict[str, HeadSpec]:
+    heads = {}
+    for name, spec in manifest.get("heads", {}).items():
+        try:
+            heads[name] = HeadSpec(
+                name=name,
+                labels=list(spec["labels"]),
+                thresholds={
+                    k: (None if v is None else float(v)) for k, v in spec["thresholds"].items()
+                },
+                temperature=float(spec["temperature"]),
+                language_temperatures={
+                    k: float(v) for k, v in spec.get("language_temperatures", {}).items()
+                },
+                language_thresholds={
+                    lang: {k: (None if v is None else float(v)) for k, v in table.items()}
+                    for lang, table in spec.get("language_thresholds", {}).items()
+                },
+            )
+        except (KeyError, TypeError) as exc:
+            raise BundleError(f"manifest head {name!r}: missing or bad key {exc}") from exc
+        head = heads[name]
+        for lang, table in {"pooled": head.thresholds, **head.language_thresholds}.items():
+            if set(table) != set(head.labels):
+                raise BundleError(
+                    f"manifest head {name!r}: the {lang} thresholds name {sorted(table)}, "
+                    f"the labels are {head.labels}; re-run `triage export`"
+                )
+    if "intent" not in heads:
+        raise BundleError(
+            f"the bundle has heads {sorted(heads)}, but routing needs an `intent` head"
+        )
+    return heads
+
+
+def session_options(threads: int | None = None) -> ort.SessionOptions:
+    """onnxruntime options for small-batch CPU inference: all graph optimisations, one
+    intra-op thread per physical core (hyper-threads only contend), sequential execution, and
+    worker threads that sleep instead of spinning between operators."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = threads or physical_cores()
+    options.inter_op_num_threads = 1
+    # Spinning threads burn the cores that the web server's event loop, the tokenizer and other
+    # processes need. Measured on the 2-core machine with other work running (benchmarks/README):
+    # single-message p50 11.4 ms without spinning against 21.2 ms with it.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+class Runtime:
+    """A loaded bundle: one onnxruntime session, the tokenizer, the heads and the routing table.
+
+    Thread-safe: :meth:`classify` may be called from several threads (onnxruntime sessions are
+    safe for concurrent ``run``; the tokenizer is only read).
+
+    Use :meth:`load`; the constructor takes the already-loaded parts.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        manifest: dict[str, Any],
+        session: ort.InferenceSession,
+        tokenizer: Tokenizer,
+        routing: RoutingTable,
+    ) -> None:
+        self.folder = Path(folder)
+        self.manifest = manifest
+        self.session = session
+        self.tokenizer = tokenizer
+        self.routing = routing
+        self.heads = _head_specs(manifest)
+        self.languages: list[str] = list(manifest.get("languages") or [])
+        self.model_version: str = str(manifest["model_version"])
+        self.prefix: str = manifest.get("input_prefix") or ""
+        self.pad_id = int(manifest["pad_token_id"])
+        self.margin = float(manifest.get("margin") or 0.0)
+        outputs = {o.name for o in session.get_outputs()}
+        missing = [f"{h}_probs" for h in self.heads if f"{h}_probs" not in outputs]
+        inputs = {i.name for i in session.get_inputs()}
+        if missing or not {"input_ids", "attention_mask"} <= inputs:
+            raise BundleError(
+                f"{self.folder / MODEL_FILE}: graph inputs {sorted(inputs)}, outputs "
+                f"{sorted(outputs)} do not match the manifest (missing {missing}); re-export"
+            )
+        unrouted = routing.unrouted(self.heads["intent"].labels)
+        if unrouted:
+            log.warning(
+                "routing.json names no rule for intents %s: they get the default rule (%s)",
+                unrouted,
+                routing.default.action,
+            )
+
+    @classmethod
+    def load(
+        cls, folder: str | os.PathLike[str], threads: int | None = None, verify: bool = True
+    ) -> Runtime:
+        """Load a bundle folder.
+
+        Args:
+            folder: the bundle (``models/onnx`` by default in the configs).
+            threads: onnxruntime intra-op threads; None = the physical cores.
+            verify: check every file's size and SHA-256 against the manifest (catches a
+                truncated copy or files from two exports mixed).
+
+        Raises:
+            BundleError: missing files, hashes that differ, a manifest that does not match
+                the graph.
+        """
+        folder = Path(folder)
+        manifest = read_manifest(folder)
+        for name, entry in manifest.get("files", {}).items():
+            path = folder / name
+            if not path.is_file():
+                raise BundleError(f"{path} is missing from the bundle; re-run `triage export`")
+            if verify and (
+                path.stat().st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]
+            ):
+                raise BundleError(
+                    f"{path} differs from the manifest (size or SHA-256): a partial copy or "
+                    "files from two exports; copy the whole folder again or re-export"
+                )
+        for name in (MODEL_FILE, TOKENIZER_FILE, ROUTING_FILE):
+            if not (folder / name).is_file():
+                raise BundleError(f"{folder / name} is missing; re-run `triage export`")
+        session = ort.InferenceSession(
+            str(folder / MODEL_FILE),
+            sess_options=session_options(threads),
+            providers=["CPUExecutionProvider"],
+        )
+        embedded = session.get_modelmeta().custom_metadata_map.get("manifest")
+        if embedded is not None and json.loads(embedded).get("model_version") != manifest.get(
+            "model_version"
+        ):
+            raise BundleError(
+                f"{folder}: model.onnx and manifest.json come from different exports; re-export"
+            )
+        tokenizer = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
+        tokenizer.no_padding()
+        tokenizer.enable_truncation(int(manifest["max_length"]))
+        routing = RoutingTable.from_dict(
+            json.loads((folder / ROUTING_FILE).read_text(encoding="utf-8"))
+        )
+        runtime = cls(folder, manifest, session, tokenizer, routing)
+        runtime.classify([WARM_UP], langs=[None])  # first-call costs (and lingua) now
+        return runtime
+
+    # ----------------------------------------------------------------------------------------
+
+    def detect(self, texts: Sequence[str]) -> list[str]:
+        """The language of each (cleaned) text among the bundle's languages; ``und`` where none
+        can be told. A one-language bundle assigns its language."""
+        if len(self.languages) == 1:
+            return [self.languages[0]] * len(texts)
+        if not self.languages:
+            return [UNDETERMINED] * len(texts)
+        return detect_languages(texts, self.languages)
+
+    def probabilities(
+        self, texts: Sequence[str], langs: Sequence[str], batch_size: int = 32
+    ) -> dict[str, np.ndarray]:
+        """Calibrated probabilities per head, ``(len(texts), n_labels)`` float32, in text order.
+
+        Args:
+            texts: cleaned texts (without the input prefix).
+            langs: each text's language (for per-language temperatures).
+            batch_size: messages per onnxruntime call.
+        """
+        out = graph_probs(self.session, self.tokenizer, texts, self.prefix, self.pad_id, batch_size)
+        temperatures = {h: (s.temperature, s.language_temperatures) for h, s in self.heads.items()}
+        return apply_language_temperatures(out, langs, temperatures)
+
+    def classify(
+        self,
+        texts: Sequence[str],
+        langs: Sequence[str | None] | None = None,
+        batch_size: int = 32,
+    ) -> list[Prediction]:
+        """Classify and route messages.
+
+        Args:
+            texts: the messages as written (cleaned here as ``prepare`` cleaned training data).
+            langs: a language code per message, or None (per message or for all) to detect it
+                among the bundle's languages.
+            batch_size: messages per onnxruntime call.
+
+        Raises:
+            ValueError: a text is empty after cleaning, or ``langs`` has another length.
+        """
+        cleaned = [clean_text(t) for t in texts]
+        empty = [i for i, t in enumerate(cleaned) if not t]
+        if empty:
+            raise ValueError(f"messages {empty} are empty (after removing whitespace)")
+        if langs is None:
+            langs = [None] * len(texts)
+        if len(langs) != len(texts):
+            raise ValueError(f"{len(langs)} languages for {len(texts)} messages")
+        langs = [lang.strip().lower() if lang else None for lang in langs]
+        unknown = [i for i, lang in enumerate(langs) if lang is None]
+        if unknown:
+            for i, lang in zip(unknown, self.detect([cleaned[i] for i in unknown]), strict=True):
+                langs[i] = lang
+        if not cleaned:
+            return []
+        probs = self.probabilities(cleaned, langs, batch_size)
+        intent = self.heads["intent"]
+        sentiment = self.heads.get("sentiment")
+        predictions = []
+        for i in range(len(cleaned)):
+            intent_probs = dict(zip(intent.labels, probs["intent"][i].tolist(), strict=True))
+            decided = decide_head(
+                "intent",
+                probs["intent"][i].tolist(),
+                intent.labels,
+                intent.thresholds_for(langs[i]),
+                self.margin,
+            )
+            sentiment_probs = sent = None
+            if sentiment is not None:
+                row = probs["sentiment"][i].tolist()
+                sentiment_probs = dict(zip(sentiment.labels, row, strict=True))
+                sent = decide_head(
+                    "sentiment",
+                    row,
+                    sentiment.labels,
+                    sentiment.thresholds_for(langs[i]),
+                    self.margin,
+                )
+            routed = route(self.routing, decided, sentiment_probs)
+            predictions.append(
+                Prediction(
+                    intent=decided.label,
+                    intent_prob=decided.prob,
+                    intent_probs=intent_probs,
+                    intent_threshold=decided.threshold,
+                    sentiment=None if sent is None else sent.label,
+                    sentiment_prob=None if sent is None else sent.prob,
+                    sentiment_probs=sentiment_probs,
+                    sentiment_threshold=None if sent is None else sent.threshold,
+                    decision=routed.decision,
+                    action=str(routed.action),
+                    priority=str(routed.priority),
+                    reason=routed.reason,
+                    lang=langs[i],
+                    model_version=self.model_version,
+                )
+            )
+        return predictions
+
+    def metadata(self) -> dict[str, Any]:
+        """What ``GET /v1/model`` shows: the manifest without file hashes, and the routing."""
+        meta = {k: v for k, v in self.manifest.items() if k != "files"}
+        meta["files"] = {k: v.get("bytes") for k, v in self.manifest.get("files", {}).items()}
+        meta["routing"] = self.routing.to_dict()
+        return meta

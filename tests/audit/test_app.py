@@ -1,0 +1,144 @@
+"""The review app's HTTP API: sign-in, the queue, saving reviews, escaping, and several
+reviewers hitting a live server at once."""
+
+from __future__ import annotations
+
+import threading
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.audit.support import DB_BACKENDS, LiveApp, fresh_db_url
+from tests.test_auditdb import make_batch
+from triage.audit.store import AuditDB
+from triage.audit.web.app import create_app
+
+
+@pytest.fixture(params=DB_BACKENDS)
+def db_url(request, tmp_path):
+    """An empty database on each backend: SQLite always, PostgreSQL when configured."""
+    yield from fresh_db_url(request.param, tmp_path)
+
+
+@pytest.fixture
+def setup(db_url):
+    db = AuditDB(db_url)
+    items = make_batch(db, n=8, dual=2)
+    tokens = {name: db.add_reviewer(name) for name in ("alice", "bob")}
+    yield db, items, tokens
+    db.close()
+
+
+def signed_in(app, name: str, token: str) -> TestClient:
+    client = TestClient(app)
+    response = client.post("/api/session", json={"name": name, "token": token})
+    assert response.status_code == 200, response.text
+    return client
+
+
+def test_sign_in_is_required_and_checked(setup):
+    db, _, tokens = setup
+    client = TestClient(create_app(db))
+    assert client.get("/api/batches").status_code == 401
+    assert client.post("/api/session", json={"name": "alice", "token": "x"}).status_code == 401
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert client.get("/static/app.js").status_code == 200
+    assert client.get("/static/../auditdb.py").status_code == 404
+    client = signed_in(create_app(db), "alice", tokens["alice"])
+    cookie = client.cookies.get("audit_session")
+    assert cookie and cookie != tokens["alice"]
+    assert client.get("/api/me").json() == {"name": "alice", "adjudicator": False}
+    assert client.delete("/api/session").status_code == 200
+    assert client.get("/api/me").status_code == 401
+
+
+def test_review_flow_over_the_api(setup):
+    db, items, tokens = setup
+    app = create_app(db)
+    alice = signed_in(app, "alice", tokens["alice"])
+    batches = alice.get("/api/batches").json()
+    assert [b["id"] for b in batches] == ["b1"] and batches[0]["progress"]["items"] == 8
+    data = alice.get("/api/batches/b1/next").json()
+    item = data["item"]
+    assert item["id"] == items[0]["id"] and data["why"] == "review"
+    assert data["labels"]["sentiment"] == ["negative", "neutral", "positive"]
+    assert "stratum" not in item and "inclusion_prob" not in item  # reviewers judge blind
+    assert item["top_intents"][0][0] == item["intent"]
+    saved = alice.post(
+        f"/api/items/{item['id']}/reviews",
+        json={"intent": "spam", "sentiment": item["sentiment"], "note": "advert 🙄"},
+    ).json()
+    assert saved["review"]["status"] == "corrected" and saved["progress"]["mine"] == 1
+    bad = alice.post(f"/api/items/{item['id']}/reviews", json={"intent": "nope"})
+    assert bad.status_code == 400 and "not one of" in bad.json()["detail"]
+    form = alice.post(f"/api/items/{item['id']}/reviews", data={"intent": "spam"})
+    assert form.status_code in (415, 422)  # JSON only
+    back = alice.get(f"/api/items/{item['id']}").json()
+    assert back["mine"]["intent"] == "spam" and back["mine"]["note"] == "advert 🙄"
+    history = db.history("b1")
+    assert len(history) == 1 and history[0]["reviewer"] == "alice"
+
+
+def test_message_markup_comes_back_as_plain_text(setup, tmp_path):
+    db, _, tokens = setup
+    text = '<script>alert("x")</script><b>bold</b> & 🎉 Waar blijft mijn pakket?'
+    db.create_batch(
+        {"id": "xss", "kind": "sample", "design": {}, "labels": {"intent": ["spam"]}},
+        [
+            {
+                "message_id": "m1",
+                "text": text,
+                "intent": "spam",
+                "stratum": "rest",
+                "in_control": True,
+                "inclusion_prob": 1.0,
+                "reviews_required": 1,
+            }
+        ],
+    )
+    client = signed_in(create_app(db), "alice", tokens["alice"])
+    assert client.get("/api/batches/xss/next").json()["item"]["text"] == text
+    # the page renders it with textContent only (the browser test checks what is shown)
+    script = client.get("/static/app.js").text
+    assert ".innerHTML" not in script and "insertAdjacentHTML" not in script
+
+
+def test_many_reviewers_at_once_on_a_live_server(db_url):
+    db = AuditDB(db_url)
+    items = make_batch(db, n=60, dual=15)
+    tokens = {f"r{i}": db.add_reviewer(f"r{i}") for i in range(5)}
+    posted: list[int] = []
+    failures: list[str] = []
+    with LiveApp(create_app(db)) as live:
+
+        def work(name: str) -> None:
+            with httpx.Client(base_url=live.url, timeout=30) as client:
+                client.post("/api/session", json={"name": name, "token": tokens[name]})
+                while True:
+                    data = client.get("/api/batches/b1/next").json()
+                    if data["item"] is None:
+                        return
+                    item = data["item"]
+                    response = client.post(
+                        f"/api/items/{item['id']}/reviews",
+                        json={"intent": item["intent"], "sentiment": item["sentiment"]},
+                    )
+                    if response.status_code != 200:
+                        failures.append(response.text)
+                        return
+                    posted.append(response.json()["review"]["id"])
+
+        threads = [threading.Thread(target=work, args=(name,)) for name in tokens]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+    assert not failures
+    history = db.history("b1")
+    assert sorted(h["id"] for h in history) == sorted(posted)
+    assert len(posted) == sum(i["reviews_required"] for i in items)
+    assert db.progress("b1")["done"] == 60
+    db.close()

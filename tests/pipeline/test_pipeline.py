@@ -1,0 +1,173 @@
+"""The whole pipeline on the authored data with a tiny encoder (the `pipeline` fixture in
+conftest.py): prepare, train, baseline, calibrate, evaluate, tracked in one MLflow store."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from triage.modeling.calibration import load_calibration, save_calibration
+from triage.modeling.model import load_checkpoint, predict_proba
+from triage.pipeline.evaluate import run as evaluate
+
+TEXTS = ["Waar blijft mijn pakket?", "love this product", "cancel my order pls", "😂😂"]
+
+
+def test_training_lowers_the_loss_and_tracks_the_run(pipeline):
+    _cfg, tmp, client = pipeline
+    run_id = (tmp / "ckpt" / "run_id").read_text().strip()
+    run = client.get_run(run_id)
+    losses = [m.value for m in client.get_metric_history(run_id, "train/loss")]
+    assert len(losses) == 3 and losses[-1] < losses[0] * 0.9
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["git_commit"] and run.data.tags["git_dirty"] in ("True", "False")
+    assert run.data.params["train.lr"] == "0.001"
+    assert len(run.data.params["data_fingerprint.train"]) == 16
+    for key in (
+        "val/intent/macro_f1",
+        "val/sentiment/nl/macro_f1",
+        "val/intent/en/accuracy",
+        "val/intent/fpr/spam",
+        "val/intent/fpr_max",
+    ):
+        assert key in run.data.metrics, key
+    artifacts = {a.path for a in client.list_artifacts(run_id)}
+    assert {"config.yaml", "data", "calibration", "evaluation"} <= artifacts
+    assert (tmp / "mlartifacts").is_dir()  # beside the database, not in the working dir
+
+    val = json.loads((tmp / "ckpt" / "val_metrics.json").read_text())
+    model, tok, meta = load_checkpoint(tmp / "ckpt")
+    assert meta["run_id"] == run_id and meta["epoch"] == val["epoch"]
+    probs = predict_proba(model, tok, TEXTS, meta["input_prefix"], meta["max_length"])
+    assert set(probs) == {"intent", "sentiment"}
+
+
+def test_calibration_file(pipeline):
+    _cfg, tmp, client = pipeline
+    calibration = load_calibration(tmp / "calibration.json")
+    assert calibration["fpr_target"] == 0.05 and calibration["split"] == "calib"
+    for head, labels in (("intent", 14), ("sentiment", 3)):
+        fit = calibration["heads"][head]
+        assert fit["temperature"] > 0
+        assert fit["after"]["nll"] <= fit["before"]["nll"] + 1e-9  # fitted to lower it
+        assert set(fit["languages"]) == {"nl", "en"}
+        assert len(fit["thresholds"]) == labels
+        # both languages have enough calib rows for a table of their own
+        assert set(fit["language_thresholds"]) == {"nl", "en"}
+        for table in [fit["thresholds"], *fit["language_thresholds"].values()]:
+            assert len(table) == labels
+            for entry in table.values():
+                assert entry["how"] in ("class", "global", "raised", "never") and entry["why"]
+    run_id = (tmp / "ckpt" / "run_id").read_text().strip()
+    assert "calib/intent/ece_after" in client.get_run(run_id).data.metrics
+
+
+def test_evaluation_outputs(pipeline):
+    _cfg, tmp, client = pipeline
+    metrics = json.loads((tmp / "evaluation" / "metrics.json").read_text())
+    predictions = pd.read_parquet(tmp / "evaluation" / "predictions.parquet")
+    test = pd.read_parquet(tmp / "data" / "test.parquet")
+    assert predictions["id"].tolist() == test["id"].tolist()
+    accuracy = (predictions["pred_intent"] == predictions["intent"]).mean()
+    assert metrics["test/intent/accuracy"] == pytest.approx(accuracy)
+    # each source (the two authored rounds) is scored on its own rows
+    for source, rows in predictions.groupby("source"):
+        assert metrics[f"test@{source}/intent/accuracy"] == pytest.approx(
+            (rows["pred_intent"] == rows["intent"]).mean()
+        )
+    assert set(predictions["source"]) == {"authored", "authored_round2", "authored_round3"}
+    auto = predictions["intent_decision"] == "auto"
+    assert metrics["test/intent/coverage"] == pytest.approx(auto.mean())
+    for key in (
+        "ece",
+        "ece_mass",
+        "mce",
+        "brier",
+        "nll",
+        "aurc",
+        "ece_uncalibrated",
+        "nl/ece",
+        "en/coverage",
+        "auto_fpr_max",
+        "auto_fpr/spam",
+        "auto_fpr_upper/spam",
+        "macro_f1_ci_lo",
+        "macro_f1_ci_hi",
+    ):
+        assert f"test/intent/{key}" in metrics, key
+    assert (
+        metrics["test/intent/macro_f1_ci_lo"]
+        <= metrics["test/intent/macro_f1"]
+        <= metrics["test/intent/macro_f1_ci_hi"]
+    )
+    # the transformer next to the baseline
+    baseline = json.loads((tmp / "baseline" / "evaluation" / "metrics.json").read_text())
+    assert metrics["delta/test/intent/nl/macro_f1"] == pytest.approx(
+        metrics["test/intent/nl/macro_f1"] - baseline["test/intent/nl/macro_f1"]
+    )
+    for name in (
+        "intent_reliability.png",
+        "intent_confusion.png",
+        "sentiment_risk_coverage.png",
+        "intent_per_language.png",
+        "intent_reliability.csv",
+    ):
+        assert (tmp / "evaluation" / "plots" / name).stat().st_size > 0, name
+    run_id = (tmp / "ckpt" / "run_id").read_text().strip()
+    logged = client.get_run(run_id).data.metrics
+    assert logged["test/sentiment/en/macro_f1"] == pytest.approx(
+        metrics["test/sentiment/en/macro_f1"]
+    )
+    baseline_run = client.get_run((tmp / "baseline" / "checkpoint" / "run_id").read_text().strip())
+    assert baseline_run.data.tags["model"] == "tfidf"
+    assert "test/intent/macro_f1" in baseline_run.data.metrics
+
+
+def test_evaluate_flags_a_class_whose_automated_decisions_break_the_target(pipeline, tmp_path):
+    cfg, tmp, _ = pipeline
+    calibration = load_calibration(tmp / "calibration.json")
+    for fit in calibration["heads"].values():  # automate everything: the tiny model errs a lot
+        fit.pop("language_thresholds")  # the pooled table for every language
+        for entry in fit["thresholds"].values():
+            entry["threshold"] = 0.0
+    calibration["heads"]["intent"]["thresholds"]["spam"]["threshold"] = math.inf
+    save_calibration(tmp_path / "calibration.json", calibration)
+    cfg = cfg.copy()
+    cfg.evaluate.calibration = str(tmp_path / "calibration.json")
+    cfg.evaluate.out_dir = str(tmp_path / "evaluation")
+    cfg.tracking.enabled = False
+    evaluate(cfg)
+    metrics = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())
+    assert metrics["test/intent/coverage"] < 1.0  # spam never automatic
+    assert metrics["test/intent/n_auto/spam"] == 0
+    broken = [
+        label
+        for label in calibration["heads"]["intent"]["thresholds"]
+        if metrics[f"test/intent/auto_fpr/{label}"] > 0.05
+    ]
+    assert broken
+    for label in broken:
+        assert any(flag.startswith(f"intent/{label}:") for flag in metrics["flags"])
+    assert not any(flag.startswith("intent/spam:") for flag in metrics["flags"])
+    assert np.isfinite(metrics["test/intent/auto_fpr_upper/" + broken[0]])
+
+
+def test_out_of_scope_messages_are_scored_by_abstention(pipeline, tmp_path):
+    cfg, _, _ = pipeline
+    cfg = cfg.copy()
+    # treat every test message as out of scope
+    cfg.data.out_of_scope_sources = ["authored", "authored_round2", "authored_round3"]
+    cfg.evaluate.out_dir = str(tmp_path / "evaluation")
+    cfg.evaluate.compare_with = None
+    cfg.tracking.enabled = False
+    evaluate(cfg)
+    metrics = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())
+    predictions = pd.read_parquet(tmp_path / "evaluation" / "predictions.parquet")
+    assert metrics["test/intent/oos_n"] == len(predictions)
+    assert metrics["test/intent/oos_rejection"] == pytest.approx(
+        (predictions["intent_decision"] == "review").mean()
+    )
