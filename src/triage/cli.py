@@ -15,7 +15,8 @@ import importlib
 import logging
 import sys
 
-from triage.config import ConfigError, load_config, to_yaml
+from triage.config import load_config, to_yaml
+from triage.errors import TriageError
 
 STAGES = {
     "prepare": "triage.pipeline.prepare",
@@ -27,7 +28,7 @@ STAGES = {
     "export": "triage.pipeline.export",
     "classify": "triage.serving.classify",
     "serve": "triage.serving.api",
-    "sweep": "triage.sweep.study",
+    "sweep": "triage.sweep.run",
     "sweep-promote": "triage.sweep.promote",
     "audit-sample": "triage.audit.sample",
     "audit-reviewer": "triage.audit.reviewers",
@@ -69,8 +70,9 @@ def main(argv: list[str] | None = None) -> int:
             module.run(cfg, overrides)
         else:
             module.run(cfg)
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
-        # our errors say what to do; a traceback would only bury that
+    except TriageError as exc:
+        # errors a user causes say what to do; a traceback would only bury that. Anything
+        # else is a bug and shows its traceback.
         print(f"triage {stage}: error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -16,17 +16,12 @@ from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
 from hydra.errors import HydraException
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from triage.errors import ConfigError
 from triage.routing import Action, Priority
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot be composed or does not validate."""
 
 
 class SourceKind(StrEnum):
@@ -333,7 +328,6 @@ class SweepConfig:
     overrides: list[str] = MISSING
     params: list[str] = MISSING
     keep_checkpoints: bool = MISSING
-    set_default: bool = MISSING
     out_dir: str = MISSING
 
 
@@ -451,6 +445,8 @@ class AuditConfig:
 class PathsConfig:
     root: str = MISSING
     public_data: str = MISSING
+    models: str = MISSING
+    bundle: str = MISSING
 
 
 @dataclass
@@ -522,57 +518,3 @@ def to_yaml(cfg: DictConfig) -> str:
 def to_container(node: Any) -> Any:
     """Plain Python dicts/lists (enums as their names) from a config node."""
     return OmegaConf.to_container(node, resolve=True, enum_to_str=True)
-
-
-def parse_search_space(params: list[str]) -> dict[str, dict[str, Any]]:
-    """Read a sweep's search space, written as Hydra sweep overrides in the syntax of
-    hydra-optuna-sweeper, into plain dimensions (what the sweep turns into Optuna distributions).
-
-    * ``key=choice(a, b, ...)``: one of the values (bool, int, float, str or null);
-    * ``key=range(start, stop[, step])``: stepped values, both ends included as in
-      hydra-optuna-sweeper (ints when all three are ints); ``shuffle(...)`` of either: a choice;
-    * ``key=interval(low, high)``: a float, uniform; ``tag(log, interval(low, high))``: log-uniform.
-
-    Args:
-        params: entries such as ``"train.lr=tag(log, interval(1e-5, 1e-3))"``; a ``+``/``++``
-            prefix (``++train.head_weights.sentiment=interval(0.25, 1)``) is kept for the
-            override, so keys of open dicts can be added.
-
-    Returns:
-        Per config key, in order: ``{"override": key with prefix, "kind": "categorical",
-        "choices": [...]}`` or ``{"override": ..., "kind": "int" | "float", "low", "high",
-        "step" (None: continuous), "log"}``.
-
-    Raises:
-        ConfigError: an entry that does not parse, is not a sweep, or repeats a key.
-    """
-    parser = OverridesParser.create()
-    space: dict[str, dict[str, Any]] = {}
-    for entry in params:
-        try:
-            override = parser.parse_override(entry)
-        except HydraException as exc:
-            raise ConfigError(f"sweep.params: cannot parse {entry!r}: {exc}") from exc
-        key, value = override.key_or_group, override.value()
-        if key in space:
-            raise ConfigError(f"sweep.params: {key} appears twice")
-        dimension: dict[str, Any] = {"override": override.get_key_element()}
-        if isinstance(value, ChoiceSweep) or getattr(value, "shuffle", False):
-            dimension.update(kind="categorical", choices=list(override.sweep_iterator()))
-        elif isinstance(value, RangeSweep):
-            bounds = (value.start, value.stop, value.step)
-            kind = "int" if all(isinstance(b, int) for b in bounds) else "float"
-            dimension.update(
-                kind=kind, low=value.start, high=value.stop, step=value.step, log=False
-            )
-        elif isinstance(value, IntervalSweep):
-            dimension.update(
-                kind="float", low=value.start, high=value.end, step=None, log="log" in value.tags
-            )
-        else:
-            raise ConfigError(
-                f"sweep.params: {entry!r} is not a sweep; use choice(...), range(...) or "
-                "interval(...), and put fixed values in sweep.overrides"
-            )
-        space[key] = dimension
-    return space

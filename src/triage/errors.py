@@ -9,3 +9,12 @@ class TriageError(Exception):
 class DataError(TriageError, ValueError):
     """Bad input data or a bad data config. The message names the file, row or key and says
     what to do."""
+
+
+class ConfigError(TriageError, ValueError):
+    """A configuration that cannot be composed or does not validate, or a value a stage cannot
+    use; the message names the key."""
+
+
+class MissingInputError(TriageError, FileNotFoundError):
+    """A file or folder a stage reads is not there; the message says which command makes it."""

@@ -2,7 +2,7 @@
 
 Pure Python (no numpy, no torch): the runtime, the service and the tests share these rules. The
 table is configuration (``configs/routing/default.yaml``, shipped in a bundle as
-``routing.json``) and encodes TAXONOMY.md:
+``routing.json``) and encodes docs/taxonomy.md:
 
 1. **The intent head decides first.** Its top-1 label is decided automatically only when its
    class threshold is set (not null) and reached, and the top-1 probability leads the runner-up
@@ -33,9 +33,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from triage.errors import ConfigError
+
 
 class Action(StrEnum):
-    """What the inbox does with a message (TAXONOMY.md)."""
+    """What the inbox does with a message (docs/taxonomy.md)."""
 
     auto_reply = "auto_reply"  # answer from a template (tracking, code, FAQ, thanks)
     sales_queue = "sales_queue"
@@ -98,18 +100,20 @@ class RoutingTable:
                 [0, 1]; the message names the key.
         """
         if not isinstance(data, Mapping):
-            raise ValueError(f"routing: expected a mapping, got {type(data).__name__}")
+            raise ConfigError(f"routing: expected a mapping, got {type(data).__name__}")
         missing = [k for k in ("intents", "default", "not_confident", "negative") if k not in data]
         if missing:
-            raise ValueError(f"routing: missing key(s) {missing}; see configs/routing/default.yaml")
+            raise ConfigError(
+                f"routing: missing key(s) {missing}; see configs/routing/default.yaml"
+            )
         intents = {str(k): _rule(v, f"intents.{k}") for k, v in data["intents"].items()}
         neg = data["negative"]
         for key in ("label", "block_auto_reply_at", "raise_priority_at", "raise_priority_for"):
             if key not in neg:
-                raise ValueError(f"routing.negative: missing key {key!r}")
+                raise ConfigError(f"routing.negative: missing key {key!r}")
         for key in ("block_auto_reply_at", "raise_priority_at"):
             if not 0.0 <= float(neg[key]) <= 1.0:
-                raise ValueError(f"routing.negative.{key} must be in [0, 1], got {neg[key]}")
+                raise ConfigError(f"routing.negative.{key} must be in [0, 1], got {neg[key]}")
         negative = NegativeRule(
             label=str(neg["label"]),
             block_auto_reply_at=float(neg["block_auto_reply_at"]),
@@ -157,15 +161,15 @@ def _enum(kind: type[StrEnum], value: Any, where: str) -> Any:
         return kind(str(value))
     except ValueError:
         allowed = ", ".join(m.value for m in kind)
-        raise ValueError(f"routing.{where}: unknown value {value!r}; one of: {allowed}") from None
+        raise ConfigError(f"routing.{where}: unknown value {value!r}; one of: {allowed}") from None
 
 
 def _rule(data: Any, where: str) -> Rule:
     if not isinstance(data, Mapping) or "action" not in data or "priority" not in data:
-        raise ValueError(f"routing.{where}: needs `action` and `priority`, got {data!r}")
+        raise ConfigError(f"routing.{where}: needs `action` and `priority`, got {data!r}")
     automatic = data.get("automatic", True)
     if not isinstance(automatic, bool):
-        raise ValueError(f"routing.{where}.automatic must be true or false, got {automatic!r}")
+        raise ConfigError(f"routing.{where}.automatic must be true or false, got {automatic!r}")
     return Rule(
         action=_enum(Action, data["action"], f"{where}.action"),
         priority=_enum(Priority, data["priority"], f"{where}.priority"),

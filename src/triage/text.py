@@ -8,6 +8,8 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from functools import cache
 
+from triage.errors import ConfigError
+
 # Control and format characters (zero-width spaces, BOMs, bidi marks) that carry no meaning in a
 # message but make identical texts look different.
 _INVISIBLE = re.compile(r"[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f\u200b-\u200f\u2060\ufeff]")
@@ -88,11 +90,11 @@ def _detector(languages: tuple[str, ...]):
 
     unknown = [code for code in languages if code not in _LINGUA_NAMES]
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"language detection does not know {unknown}; supported: {sorted(_LINGUA_NAMES)}"
         )
     if len(languages) < 2:
-        raise ValueError("language detection needs at least two configured languages")
+        raise ConfigError("language detection needs at least two configured languages")
     chosen = [getattr(Language, _LINGUA_NAMES[code]) for code in languages]
     return LanguageDetectorBuilder.from_languages(*chosen).build()
 

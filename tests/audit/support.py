@@ -99,6 +99,33 @@ def synthetic_log(n: int, seed: int = 0, start: datetime = WEEK) -> tuple[list[d
     return records, truth
 
 
+LABELS = {
+    "intent": ["order_status", "refund_return", "spam", "abuse", "praise", "other"],
+    "sentiment": ["negative", "neutral", "positive"],
+}
+
+
+def make_batch(db, n: int = 6, dual: int = 2, batch_id: str = "b1") -> list[dict]:
+    """Store a sample batch ``batch_id`` of ``n`` synthetic items (the first ``dual`` need two
+    reviewers) in ``db`` (an AuditDB); return its items."""
+    records, _ = synthetic_log(n, seed=11)
+    rows = [
+        {
+            **r,
+            "message_created_at": r["created_at"],
+            "stratum": "rest",
+            "in_control": True,
+            "inclusion_prob": 0.1,
+            "reviews_required": 2 if i < dual else 1,
+        }
+        for i, r in enumerate(records)
+    ]
+    db.create_batch(
+        {"id": batch_id, "kind": "sample", "design": {}, "labels": LABELS, "population": n}, rows
+    )
+    return db.items(batch_id)
+
+
 def audit_overrides(tmp: Path) -> list[str]:
     """Config overrides that keep every audit file in ``tmp`` and tracking in a tmp store."""
     return [

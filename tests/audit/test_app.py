@@ -9,8 +9,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.audit.support import DB_BACKENDS, LiveApp, fresh_db_url
-from tests.test_auditdb import make_batch
+from tests.audit.support import DB_BACKENDS, LiveApp, fresh_db_url, make_batch
 from triage.audit.store import AuditDB
 from triage.audit.web.app import create_app
 

@@ -14,32 +14,8 @@ import threading
 import pytest
 from sqlalchemy import event, select, text
 
-from tests.audit.support import DB_BACKENDS, fresh_db_url, synthetic_log
+from tests.audit.support import DB_BACKENDS, LABELS, fresh_db_url, make_batch
 from triage.audit.store import AuditDB, AuditError, reviews, verify_token
-
-LABELS = {
-    "intent": ["order_status", "refund_return", "spam", "abuse", "praise", "other"],
-    "sentiment": ["negative", "neutral", "positive"],
-}
-
-
-def make_batch(db: AuditDB, n: int = 6, dual: int = 2, batch_id: str = "b1") -> list[dict]:
-    records, _ = synthetic_log(n, seed=11)
-    rows = [
-        {
-            **r,
-            "message_created_at": r["created_at"],
-            "stratum": "rest",
-            "in_control": True,
-            "inclusion_prob": 0.1,
-            "reviews_required": 2 if i < dual else 1,
-        }
-        for i, r in enumerate(records)
-    ]
-    db.create_batch(
-        {"id": batch_id, "kind": "sample", "design": {}, "labels": LABELS, "population": n}, rows
-    )
-    return db.items(batch_id)
 
 
 @pytest.fixture(params=DB_BACKENDS)

@@ -52,6 +52,28 @@ def test_temperature_lowers_nll_on_overconfident_logits():
         assert nll(softmax(logits, t), y) <= nll(softmax(logits, other), y)
 
 
+def test_temperature_equals_the_former_golden_section_fit_on_literal_logits():
+    # the values the hand-written golden-section search (60 steps on log T) returned before
+    # the fit moved to scipy's bounded minimize_scalar
+    logits = np.array(
+        [
+            [2.0, 0.5, -1.0],
+            [0.2, 1.5, 0.1],
+            [3.0, -0.5, 0.0],
+            [0.0, 0.3, 2.2],
+            [1.0, 1.1, 0.9],
+            [-0.5, 2.5, 0.5],
+            [1.8, 0.0, 1.6],
+            [0.1, -0.2, 0.4],
+        ]
+    )
+    y = np.array([0, 1, 0, 2, 2, 1, 2, 0])
+    assert fit_temperature(logits, y) == pytest.approx(0.48491902409904974, rel=1e-6)
+    assert fit_temperature(4 * logits, y) == pytest.approx(1.9396760856908315, rel=1e-6)
+    # a bound that excludes the minimum returns the bound
+    assert fit_temperature(logits, y, lo=0.6) == pytest.approx(0.6, rel=1e-6)
+
+
 def test_language_temperature_kept_only_where_it_helps():
     a_logits, a_y = overconfident(600, seed=1)  # needs cooling
     b_logits, b_y = overconfident(600, scale=1.0, seed=2)  # already under-confident

@@ -10,9 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from triage.modeling.calibration import load_calibration, save_calibration
-from triage.modeling.model import load_checkpoint, predict_proba
+from triage.data.splits import label_ids, load_split
+from triage.modeling.calibration import load_calibration, save_calibration, softmax
+from triage.modeling.metrics import nll
+from triage.modeling.model import load_checkpoint, load_predictor, predict_proba
 from triage.pipeline.evaluate import run as evaluate
+from triage.schema import MISSING_LABEL
 
 TEXTS = ["Waar blijft mijn pakket?", "love this product", "cancel my order pls", "😂😂"]
 
@@ -50,9 +53,17 @@ def test_calibration_file(pipeline):
     _cfg, tmp, client = pipeline
     calibration = load_calibration(tmp / "calibration.json")
     assert calibration["fpr_target"] == 0.05 and calibration["split"] == "calib"
+    predictor = load_predictor(tmp / "ckpt")
+    calib = load_split(tmp / "data", "calib")
+    logits, targets = predictor.logits(calib["text"].tolist()), label_ids(calib, predictor.labels)
     for head, labels in (("intent", 14), ("sentiment", 3)):
         fit = calibration["heads"][head]
-        assert fit["temperature"] > 0
+        # the stored temperature is the NLL minimum on the labelled calib rows
+        known = targets[head] != MISSING_LABEL
+        z, y = logits[head][known], targets[head][known]
+        t = fit["temperature"]
+        for other in (t * 0.9, t * 1.1):
+            assert nll(softmax(z, t), y) < nll(softmax(z, other), y)
         assert fit["after"]["nll"] <= fit["before"]["nll"] + 1e-9  # fitted to lower it
         assert set(fit["languages"]) == {"nl", "en"}
         assert len(fit["thresholds"]) == labels

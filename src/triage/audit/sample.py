@@ -3,7 +3,7 @@
 Reads the prediction log (``audit.prediction_log``, the file the service writes) for a period and
 writes one batch of items into the audit database (``audit.db_url``).
 
-The design (documented in README "Audit", reproducible from ``audit.sample.seed`` and the log):
+The design (documented in docs/audit.md, reproducible from ``audit.sample.seed`` and the log):
 
 * The population is every message logged in the period (one record per ``message_id``: the
   latest, if the service logged an id twice), ``N`` of them.

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from sklearn.metrics import cohen_kappa_score
 
 from triage.modeling.metrics import wilson_interval
 
@@ -64,25 +65,15 @@ def weighted_rate(hits: np.ndarray, weights: np.ndarray, alpha: float = 0.05) ->
 def kappa(first: Sequence[Any], second: Sequence[Any]) -> float:
     """Cohen's kappa of two reviewers' labels on the same items: ``(p_o - p_e) / (1 - p_e)``
     with ``p_o`` the observed agreement and ``p_e`` the agreement expected from each reviewer's
-    label shares (what ``sklearn.metrics.cohen_kappa_score`` computes, in plain numpy: the
-    report bootstraps it). 1.0 when they agree on every item although all items share one label
-    (kappa is 0/0 there); NaN for no items."""
+    label shares (``sklearn.metrics.cohen_kappa_score``). 1.0 when they agree on every item
+    although all items share one label (kappa is 0/0 there); NaN for no items."""
     if len(first) != len(second):
         raise ValueError("both reviewers must label the same items")
     if not len(first):
         return math.nan
-    _, codes = np.unique(
-        np.concatenate([np.asarray(first), np.asarray(second)]), return_inverse=True
-    )
-    a, b = codes[: len(first)], codes[len(first) :]
-    k = int(codes.max()) + 1
-    observed = float(np.mean(a == b))
-    expected = (
-        float((np.bincount(a, minlength=k) * np.bincount(b, minlength=k)).sum()) / len(a) ** 2
-    )
-    if expected == 1.0:
-        return 1.0
-    return (observed - expected) / (1.0 - expected)
+    if len({*first, *second}) == 1:
+        return 1.0  # scikit-learn warns and returns its replace_undefined_by here
+    return float(cohen_kappa_score(first, second))
 
 
 def shares(values: Sequence[Any], categories: Sequence[Any], weights: np.ndarray | None = None):

@@ -16,7 +16,9 @@ import math
 from pathlib import Path
 
 import numpy as np
+from scipy.optimize import minimize_scalar
 
+from triage.errors import ConfigError, MissingInputError
 from triage.io import write_json
 from triage.modeling.metrics import coverage_at, wilson_interval
 
@@ -39,27 +41,21 @@ def _nll(logits: np.ndarray, y: np.ndarray, temperature: float = 1.0) -> float:
 
 
 def fit_temperature(logits: np.ndarray, y: np.ndarray, lo: float = 0.05, hi: float = 20.0) -> float:
-    """The temperature in ``[lo, hi]`` that minimises the NLL (golden-section search).
+    """The temperature in ``[lo, hi]`` that minimises the NLL (bounded Brent search on
+    ``log T``, scipy's ``minimize_scalar``).
 
     The NLL is convex in ``1/T`` (log-sum-exp of a linear function minus a linear term), so it
-    is unimodal in ``log T`` and golden-section search on ``log T`` finds the minimum.
+    is unimodal in ``log T`` and a bounded scalar search on ``log T`` finds the minimum.
     """
     if len(y) == 0:
         return 1.0
-    a, b = math.log(lo), math.log(hi)
-    ratio = (math.sqrt(5) - 1) / 2
-    c, d = b - ratio * (b - a), a + ratio * (b - a)
-    fc, fd = _nll(logits, y, math.exp(c)), _nll(logits, y, math.exp(d))
-    for _ in range(60):  # shrinks the interval by 0.618^60: far below any useful precision
-        if fc < fd:
-            b, d, fd = d, c, fc
-            c = b - ratio * (b - a)
-            fc = _nll(logits, y, math.exp(c))
-        else:
-            a, c, fc = c, d, fd
-            d = a + ratio * (b - a)
-            fd = _nll(logits, y, math.exp(d))
-    return float(math.exp((a + b) / 2))
+    result = minimize_scalar(
+        lambda log_t: _nll(logits, y, math.exp(log_t)),
+        bounds=(math.log(lo), math.log(hi)),
+        method="bounded",
+        options={"xatol": 1e-10},
+    )
+    return float(math.exp(result.x))
 
 
 def fit_language_temperatures(
@@ -131,7 +127,7 @@ def lowest_safe_threshold(
         threshold works (then nothing is decided automatically).
     """
     if bound not in ("point", "upper"):
-        raise ValueError(f"bound must be 'point' or 'upper', got {bound!r}")
+        raise ConfigError(f"bound must be 'point' or 'upper', got {bound!r}")
     order = np.argsort(-confidence, kind="stable")
     conf, wrong = confidence[order], ~correct[order]
     errors = np.cumsum(wrong)
@@ -162,7 +158,7 @@ def least_passing_decisions(target: float, bound: str = "upper") -> int:
     while wilson_interval(0, n, alpha=0.10)[1] > target:
         n += 1
         if n > 1_000_000:
-            raise ValueError(f"no number of decisions passes target {target} under {bound!r}")
+            raise ConfigError(f"no number of decisions passes target {target} under {bound!r}")
     return n
 
 
@@ -264,7 +260,7 @@ def load_calibration(path: Path) -> dict:
     """Read ``calibration.json`` back, null thresholds as ``inf``."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run `triage calibrate` first")
+        raise MissingInputError(f"{path} not found: run `triage calibrate` first")
     calibration = json.loads(path.read_text(encoding="utf-8"))
     for head in calibration["heads"].values():
         for table in [head["thresholds"], *head.get("language_thresholds", {}).values()]:

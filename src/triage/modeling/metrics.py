@@ -355,7 +355,7 @@ def automation_report(
 
     * ``n_auto/<label>``: rows automated as ``<label>``;
     * ``auto_fpr/<label>``: the share of those whose true class is another: the false positives
-      among automated decisions, which TAXONOMY.md holds to the target (0.0 when none);
+      among automated decisions, which docs/taxonomy.md holds to the target (0.0 when none);
     * ``auto_fpr_upper/<label>``: its Wilson 95% (two-sided) upper bound (1.0 when none);
 
     and ``auto_fpr_max``, the largest ``auto_fpr`` over the classes.

@@ -23,7 +23,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from triage.encoder.resolve import mean_pool
+from triage.encoder.e5 import mean_pool
+from triage.errors import MissingInputError
 from triage.io import atomic_folder
 from triage.modeling.calibration import softmax
 from triage.schema import MISSING_LABEL
@@ -135,7 +136,7 @@ def save_checkpoint(
 def read_meta(path: Path) -> dict[str, Any]:
     """A checkpoint's ``triage.json`` (what it is, its labels, how it was made)."""
     if not (Path(path) / META_FILE).is_file():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"{path} is not a triage checkpoint (no {META_FILE}); run `triage train` (or "
             "`triage baseline`) first, or point to the folder it wrote"
         )

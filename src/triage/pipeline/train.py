@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from triage.config import to_container, to_yaml
 from triage.data.splits import label_ids, load_labels, load_split
 from triage.encoder.resolve import resolve_encoder
+from triage.errors import ConfigError
 from triage.modeling.metrics import score
 from triage.modeling.model import (
     build_model,
@@ -100,7 +101,7 @@ def freeze(model: torch.nn.Module, embeddings: bool, layers: int) -> None:
     if layers:
         stack = getattr(getattr(encoder, "encoder", None), "layer", None)
         if stack is None or layers > len(stack):
-            raise ValueError(
+            raise ConfigError(
                 f"train.freeze_layers={layers}, but the encoder has "
                 f"{len(stack) if stack is not None else 'no'} BERT-style layers"
             )
@@ -133,7 +134,7 @@ def monitored(metrics: dict[str, float], heads: list[str], monitor: str, split: 
     if monitor == "mean":
         return float(np.mean([metrics[f"{split}/{h}/macro_f1"] for h in heads]))
     if monitor not in heads:
-        raise ValueError(f"train.monitor={monitor!r}: use `mean` or one of the heads {heads}")
+        raise ConfigError(f"train.monitor={monitor!r}: use `mean` or one of the heads {heads}")
     return metrics[f"{split}/{monitor}/macro_f1"]
 
 

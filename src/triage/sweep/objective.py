@@ -14,6 +14,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from triage.errors import ConfigError
+
+
+class MissingMetricError(ConfigError, KeyError):
+    """``sweep.objective`` names a metric that the evaluation (or training) does not report."""
+
+    __str__ = Exception.__str__  # the message as it is, not quoted as a KeyError's key
+
 
 @dataclass(frozen=True)
 class TrialScore:
@@ -57,9 +65,9 @@ class Objective:
 
     def __post_init__(self) -> None:
         if not 0 <= self.tie_weight < 1:
-            raise ValueError(f"sweep.objective.tie_weight={self.tie_weight}: use 0 <= w < 1")
+            raise ConfigError(f"sweep.objective.tie_weight={self.tie_weight}: use 0 <= w < 1")
         if self.penalty <= 1 + self.tie_weight:
-            raise ValueError(
+            raise ConfigError(
                 f"sweep.objective.penalty={self.penalty} must exceed 1 + tie_weight "
                 f"({1 + self.tie_weight}), or a trial that breaks the FPR target could outrank "
                 "a compliant one"
@@ -69,12 +77,13 @@ class Objective:
         """Score one evaluation's ``metrics.json`` content.
 
         Raises:
-            KeyError: the metrics lack the head's metric or tie-breaker, with the keys to check.
+            MissingMetricError: the metrics lack the head's metric or tie-breaker, with the keys
+                to check.
         """
         prefix = f"{self.split}/{self.head}/"
         missing = [k for k in (self.metric, self.tie_breaker) if prefix + k not in metrics]
         if missing:
-            raise KeyError(
+            raise MissingMetricError(
                 f"the evaluation has no {', '.join(prefix + k for k in missing)}: check "
                 f"sweep.objective (head {self.head!r}) against the heads of the data"
             )

@@ -3,20 +3,19 @@
 ``triage sweep-promote sweep=quick`` (the same ``sweep=...`` and ``sweep.*`` overrides as the
 sweep) reads the best complete trial of the study and writes its training config, as the values
 that differ from the project defaults, to ``configs/experiment/<study>_best.yaml``. Run it with
-``triage train experiment=<study>_best`` (then calibrate and evaluate as usual); with
-``sweep.set_default=true`` it also becomes the default experiment in ``configs/config.yaml``, so
-that ``dvc repro`` trains it (DVC's stage commands are fixed; the train stage depends on that file
-and on ``configs/experiment/``).
+``triage train experiment=<study>_best`` (then calibrate and evaluate as usual). To make it what
+``dvc repro`` trains (DVC's stage commands are fixed; the train stage depends on
+``configs/config.yaml`` and on ``configs/experiment/``), set ``experiment: <study>_best`` in the
+defaults of ``configs/config.yaml`` by hand: this command never edits tracked config files.
 
 Reads:  the study in ``sweep.storage`` (each trial keeps the resolved ``train``, ``model`` and
         ``calibrate`` groups it ran with).
-Writes: ``configs/experiment/<study>_best.yaml``; with ``set_default``, ``configs/config.yaml``.
+Writes: ``configs/experiment/<study>_best.yaml``.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,8 @@ import optuna
 import yaml
 from omegaconf import DictConfig
 
-from triage.config import ConfigError, load_config, to_container
+from triage.config import load_config, to_container
+from triage.errors import ConfigError
 from triage.io import write_atomic
 from triage.sweep.study import (
     CONFIG_ATTR,
@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 
 # where a trial's outputs went or where the encoder is cached: not part of what it trained
 NOT_PROMOTED = {"out_dir", "checkpoint", "out_file", "cache_dir"}
-DEFAULT_EXPERIMENT = re.compile(r"^(\s*- experiment:)[ \t]*[^\s#]*", re.MULTILINE)
 
 
 def changes(trained: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
@@ -90,29 +89,18 @@ def run(cfg: DictConfig) -> Path:
     write_atomic(path, lambda p: p.write_text(text, encoding="utf-8"))
     load_config([f"experiment={name}"], root)  # it composes, or the error says why
     log.info("wrote %s: %s", path, values or "the defaults")
-    if scfg.set_default:
-        if data != defaults["data"]["name"]:
-            raise ConfigError(
-                f"the sweep trained on data={data}, the pipeline (dvc.yaml) on "
-                f"data={defaults['data']['name']}: run `triage train data={data} "
-                f"experiment={name}` instead of making it the default"
-            )
-        set_default_experiment(root / "configs" / "config.yaml", name)
-        log.info("configs/config.yaml: default experiment %s; `dvc repro` trains it", name)
-    else:
-        log.info(
-            "train it with `triage train experiment=%s`, or make it the pipeline default for "
-            "`dvc repro`: this command again with sweep.set_default=true",
-            name,
+    use = f"triage train experiment={name}"
+    if data != defaults["data"]["name"]:
+        use = f"triage train data={data} experiment={name}"
+        log.warning(
+            "the sweep trained on data=%s, the pipeline (dvc.yaml) on data=%s",
+            data,
+            defaults["data"]["name"],
         )
+    log.info(
+        "train it with `%s`, or make it what `dvc repro` trains: set `experiment: %s` in the "
+        "defaults of configs/config.yaml by hand",
+        use,
+        name,
+    )
     return path
-
-
-def set_default_experiment(config_file: Path, name: str) -> None:
-    """Point the ``- experiment: ...`` default of ``configs/config.yaml`` at ``name``, leaving
-    the rest of the file (and its comments) as it is."""
-    text = config_file.read_text(encoding="utf-8")
-    new, n = DEFAULT_EXPERIMENT.subn(rf"\g<1> {name}", text, count=1)
-    if not n:
-        raise ConfigError(f"{config_file} has no `- experiment: ...` line in its defaults")
-    write_atomic(config_file, lambda p: p.write_text(new, encoding="utf-8"))
