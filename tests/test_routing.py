@@ -1,4 +1,4 @@
-"""The routing rules (TAXONOMY.md's table) and the per-head decision rule: pure Python, no model."""
+"""The routing rules (docs/taxonomy.md's table) and the per-head decision rule: pure Python."""
 
 from __future__ import annotations
 

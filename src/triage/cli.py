@@ -35,7 +35,7 @@ STAGES = {
     "audit-serve": "triage.audit.web.app",
     "audit-report": "triage.audit.report",
     "audit-export": "triage.audit.feedback",
-    "audit-issues": "triage.audit.issues",
+    "audit-issues": "triage.audit.label_issues",
     "audit-labelstudio": "triage.audit.labelstudio",
 }
 # stages that compose a config of their own per trial: they get the overrides too

@@ -1,4 +1,4 @@
-"""Typed configuration: the only module that imports Hydra or OmegaConf.
+"""Typed configuration: the only module that composes configs (Hydra, OmegaConf).
 
 The YAML files under ``configs/`` are composed with Hydra's compose API (no ``@hydra.main``: no
 timestamped output folders to clash with DVC's fixed paths, and overrides come straight from the
@@ -24,19 +24,6 @@ from triage.errors import ConfigError
 from triage.routing import Action, Priority
 
 
-class SourceKind(StrEnum):
-    """How a source is read. ``file`` and ``hub`` are generic; the rest are public-set adapters."""
-
-    file = "file"  # a user's CSV / JSONL / Parquet file (or the authored folder of JSONL files)
-    hub = "hub"  # a Hugging Face hub dataset (needs internet); `path` is the dataset name
-    bitext = "bitext"
-    airline = "airline"
-    xed = "xed"
-    youtube_spam = "youtube_spam"
-    tweeteval = "tweeteval"
-    fewshot = "fewshot"  # BANKING77 / CLINC150 / HWU64 folders of seq.in + label files
-
-
 class OnInvalid(StrEnum):
     """What to do with a row whose text is empty or whose label is unknown."""
 
@@ -49,7 +36,7 @@ class SourceConfig:
     """One input source. Relative paths resolve against ``paths.public_data`` for public kinds
     and against the project root for ``file``."""
 
-    kind: SourceKind = SourceKind.file
+    kind: str = "file"  # a kind of triage.data.sources.SOURCE_KINDS
     path: str = MISSING
     # csv | jsonl | parquet; None infers it from the file suffix (kind=file only)
     format: str | None = None

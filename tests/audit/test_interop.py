@@ -12,12 +12,13 @@ import pytest
 
 from tests.audit.support import audit_overrides
 from triage.audit import feedback as auditexport
-from triage.audit import issues as auditissues
+from triage.audit import label_issues
 from triage.audit import labelstudio as auditlabelstudio
 from triage.audit import report as auditreport
 from triage.audit.store import AuditDB
 from triage.config import load_config, to_container
 from triage.data.build import build_dataset
+from triage.errors import MissingInputError
 from triage.io import write_json
 
 PLANTED = 20
@@ -91,9 +92,9 @@ def noisy(root, tmp_path_factory):
 
 def test_planted_label_errors_rank_first(noisy):
     cfg, _, _, planted, _ = noisy
-    issues = auditissues.run(cfg)
+    issues = label_issues.run(cfg)
     csv = pd.read_csv(cfg.audit.issues.out_file)
-    assert list(csv.columns) == auditissues.COLUMNS
+    assert list(csv.columns) == label_issues.COLUMNS
     assert csv["rank"].tolist() == list(range(1, len(csv) + 1))
     assert csv["self_confidence"].is_monotonic_increasing
     intent = issues[issues["head"] == "intent"]
@@ -239,3 +240,13 @@ def test_label_studio_round_trip(noisy):
     auditlabelstudio.run(cfg_import)  # importing the same export again adds nothing
     assert len(db.history("issues-w47")) == before + 3
     db.close()
+    missing = load_config(
+        [
+            *audit_overrides(tmp),
+            "audit.labelstudio.action=import",
+            f"audit.labelstudio.file={tmp}/no_export.json",
+        ],
+        root=cfg.paths.root and Path(cfg.paths.root),
+    )
+    with pytest.raises(MissingInputError, match="no such Label Studio export"):
+        auditlabelstudio.run(missing)

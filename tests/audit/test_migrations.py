@@ -5,6 +5,7 @@ database from a newer version is refused."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from alembic import command
@@ -141,6 +142,49 @@ def test_a_database_made_before_migrations_is_stamped_and_upgraded(db_url):
     again = AuditDB(db_url)
     assert len(again.history("w46")) == 2
     again.close()
+
+
+NEXT_REVISION = """
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+
+
+def upgrade():
+    op.create_index("reviews_reviewer", "reviews", ["reviewer_id"])
+
+
+def downgrade():
+    op.drop_index("reviews_reviewer", table_name="reviews")
+"""
+
+
+@pytest.fixture
+def with_a_later_revision(tmp_path, monkeypatch):
+    """The shipped migrations plus a revision 0002 (an index), as the next change would add."""
+    scripts = tmp_path / "migrations"
+    shutil.copytree(migrate.MIGRATIONS, scripts, ignore=shutil.ignore_patterns("__pycache__"))
+    (scripts / "versions" / "0002_reviews_reviewer.py").write_text(NEXT_REVISION)
+    monkeypatch.setattr(migrate, "MIGRATIONS", scripts)
+    migrate.scripts.cache_clear()
+    yield
+    migrate.scripts.cache_clear()
+
+
+def test_a_database_made_before_migrations_goes_through_later_revisions(
+    db_url, with_a_later_revision
+):
+    make_legacy_database(db_url)
+    db = AuditDB(db_url)
+    try:
+        with db.engine.connect() as conn:
+            assert migrate.current(conn) == "0002"  # stamped 0001, then upgraded
+            indexes = {ix["name"] for ix in inspect(conn).get_indexes("reviews")}
+        assert {"reviews_item", "reviews_reviewer"} <= indexes
+        assert [r["note"] for r in db.history("w46")] == ["wants money back"]
+    finally:
+        db.close()
 
 
 def test_migrations_make_the_tables_of_tables_py(db_url):

@@ -5,6 +5,8 @@ holds back conflicts and that the data layer reads."""
 from __future__ import annotations
 
 import json
+import math
+import re
 from pathlib import Path
 
 import mlflow
@@ -16,6 +18,8 @@ from tests.audit.support import INTENTS, audit_overrides, synthetic_log
 from triage.audit import feedback as auditexport
 from triage.audit import report as auditreport
 from triage.audit import sample as auditsample
+from triage.audit.report.render import render_html, render_markdown
+from triage.audit.report.sections import Section
 from triage.audit.stats import kappa, verdict
 from triage.audit.store import AuditDB
 from triage.config import load_config, to_container
@@ -205,3 +209,28 @@ def test_export_versions_the_file_with_dvc(tmp_path):
     assert "/b1.jsonl" in (path.parent / ".gitignore").read_text()
     # outside a DVC project it says so and leaves the file alone
     assert not auditexport.dvc_add(path, tmp_path)
+
+
+def test_rendering_keeps_every_value_and_escapes_the_page():
+    parts = [
+        Section(
+            "Batch <b>w47</b>",
+            ["a message said <script>alert(1)</script> & more"],
+            tables=[(["comparison", "value", "n"], [["a|b", 0.1, 3], ["none yet", math.nan, 0]])],
+            images=["plots/drift_intent_mix.png"],
+        )
+    ]
+    md = render_markdown("Audit report: w47", parts)
+    assert md.startswith("# Audit report: w47\n") and "## Batch <b>w47</b>" in md
+    rows = [line for line in md.splitlines() if line.startswith("|")]
+    cells = [[c.strip() for c in re.split(r"(?<!\\)\|", row)[1:-1]] for row in rows]
+    # header, separator, then the rows: floats with three decimals, NaN as n/a, | escaped
+    assert cells[0] == ["comparison", "value", "n"]
+    assert cells[2:] == [["a\\|b", "0.100", "3"], ["none yet", "n/a", "0"]]
+    assert "![plots/drift_intent_mix.png](plots/drift_intent_mix.png)" in md
+    html = render_html("Audit report: w47", parts)
+    assert "<script" not in html and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; more" in html
+    assert "<h2>Batch &lt;b&gt;w47&lt;/b&gt;</h2>" in html
+    assert "<tr><td>a|b</td><td>0.100</td><td>3</td></tr>" in html
+    assert "<td>none yet</td><td>n/a</td><td>0</td>" in html
+    assert "<img src='plots/drift_intent_mix.png'" in html

@@ -13,8 +13,9 @@ from omegaconf import OmegaConf
 from tests.audit.support import WEEK, audit_overrides, synthetic_log
 from triage.audit import sample as auditsample
 from triage.audit.stats import weighted_rate
-from triage.audit.store import AuditDB
+from triage.audit.store import AuditDB, AuditError
 from triage.config import load_config
+from triage.errors import ConfigError
 from triage.serving.predlog import PredictionLog
 
 
@@ -58,7 +59,7 @@ def test_strata_follow_the_priority_order(cfg):
     # the order of audit.sample.strata decides: negative before automated
     swapped = scfg(cfg, strata={"negative": 0.2, "automated": 0.3})
     assert auditsample.assign_strata(records[:1], swapped) == ["negative"]
-    with pytest.raises(ValueError, match="unknown strata"):
+    with pytest.raises(ConfigError, match="unknown strata"):
         auditsample.assign_strata(records, scfg(cfg, strata={"typo": 0.1}))
 
 
@@ -81,9 +82,9 @@ def test_allocation_sums_to_the_size_and_keeps_the_control_slice():
         "negative": 3,
     }
     assert n_control == 200 - 93 and n_control >= 0.2 * 200
-    with pytest.raises(ValueError, match="at least 20%"):
+    with pytest.raises(ConfigError, match="at least 20%"):
         auditsample.allocate(200, 0.1, shares, sizes)
-    with pytest.raises(ValueError, match="exceed 1"):
+    with pytest.raises(ConfigError, match="exceed 1"):
         auditsample.allocate(200, 0.5, {"automated": 0.6}, sizes)
     # a period smaller than the batch: everything, once
     n_control, targeted = auditsample.allocate(200, 0.3, shares, {"rest": 50})
@@ -157,7 +158,7 @@ def test_period_rules():
     start, end = auditsample.period("2026-11-16", None, 7)
     assert (start, end) == (WEEK, datetime(2026, 11, 23, tzinfo=UTC))
     assert auditsample.period(None, "2026-11-23", 7) == (start, end)
-    with pytest.raises(ValueError, match="not before"):
+    with pytest.raises(ConfigError, match="not before"):
         auditsample.period("2026-11-23", "2026-11-16", 7)
 
 
@@ -189,12 +190,12 @@ def test_sample_stage_reads_the_period_from_the_log(root, tmp_path):
             next(i for i in items if i["message_id"] == records[10]["message_id"])["intent"]
             == "spam"
         )
-    with pytest.raises(ValueError, match="exists"):
+    with pytest.raises(AuditError, match="exists"):
         auditsample.run(cfg)
     empty = load_config(
         [*audit_overrides(tmp_path), "audit.sample.since=2025-01-01", "audit.batch=empty"],
         root=root,
     )
-    with pytest.raises(ValueError, match="no predictions"):
+    with pytest.raises(AuditError, match="no predictions"):
         auditsample.run(empty)
     db.close()

@@ -16,6 +16,7 @@ from sqlalchemy import event, select, text
 
 from tests.audit.support import DB_BACKENDS, LABELS, fresh_db_url, make_batch
 from triage.audit.store import AuditDB, AuditError, reviews, verify_token
+from triage.errors import TriageError
 
 
 @pytest.fixture(params=DB_BACKENDS)
@@ -253,3 +254,5 @@ def test_errors_say_what_to_do(tmp_path, db):
         make_batch(db)
     with pytest.raises(AuditError, match="no audit batch 'nope'"):
         db.batch("nope")
+    # the CLI prints a TriageError in one line; existing `except ValueError` still catch it
+    assert issubclass(AuditError, TriageError) and issubclass(AuditError, ValueError)

@@ -93,6 +93,13 @@ def test_missing_file(root, tmp_path):
     expect_error(root, tmp_path, tmp_path / "nope.csv", "nope.csv", "not found")
 
 
+def test_unknown_source_kind_names_the_known_ones(root, tmp_path):
+    path = write(tmp_path / "k.csv", ROWS, "csv")
+    expect_error(
+        root, tmp_path, path, "data.sources.user.kind='csvfile'", "file, hub, bitext", kind="csvfile"
+    )
+
+
 def test_missing_column(root, tmp_path):
     path = write(tmp_path / "m.csv", [{"message": "hoi", "label": "where"}], "csv")
     expect_error(root, tmp_path, path, "m.csv", "'msg'", "['message', 'label']", "columns")

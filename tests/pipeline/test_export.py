@@ -10,8 +10,13 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
+from triage.errors import ConfigError
+from triage.io import sha256_file
 from triage.pipeline import export
-from triage.pipeline.export import bundle_tokenizer, gate, latin_piece, parity, trim_vocabulary
+from triage.pipeline.export.gates import gate, parity, parity_failures
+from triage.pipeline.export.graph import onnx_probs, session
+from triage.pipeline.export.vocab import bundle_tokenizer, latin_piece, trim_vocabulary
+from triage.serving.bundle import Manifest
 from triage.serving.runtime import rescale
 
 LIMITS = OmegaConf.create(
@@ -31,7 +36,7 @@ def test_bundle_files_manifest_and_metadata(bundle, pipeline):
     }
     manifest = json.loads((bundle / "manifest.json").read_text())
     for name, entry in manifest["files"].items():
-        assert export.sha256(bundle / name) == entry["sha256"]
+        assert sha256_file(bundle / name) == entry["sha256"]
         assert (bundle / name).stat().st_size == entry["bytes"]
     labels = json.loads((tmp / "data" / "labels.json").read_text())
     assert {h: s["labels"] for h, s in manifest["heads"].items()} == labels
@@ -50,6 +55,31 @@ def test_bundle_files_manifest_and_metadata(bundle, pipeline):
     model = onnx.load(str(bundle / "model.onnx"))
     inside = json.loads({p.key: p.value for p in model.metadata_props}["manifest"])
     assert inside == {k: v for k, v in manifest.items() if k != "files"}
+    # the runtime reads back exactly what the export wrote, through the same dataclass
+    assert list(manifest) == [
+        "format",
+        "package_version",
+        "model_version",
+        "created_at",
+        "encoder",
+        "data",
+        "languages",
+        "run_id",
+        "input_prefix",
+        "max_length",
+        "pad_token_id",
+        "quantization",
+        "vocab_trimmed",
+        "fpr_target",
+        "margin",
+        "heads",
+        "data_fingerprints",
+        "parity",
+        "bundle_test",
+        "files",
+    ]
+    assert Manifest.from_dict(manifest).to_dict() == manifest
+    assert Manifest.from_dict(inside).to_dict() == inside
     assert [i.name for i in model.graph.input] == ["input_ids", "attention_mask"]
     assert [o.name for o in model.graph.output] == ["intent_probs", "sentiment_probs"]
     routing = json.loads((bundle / "routing.json").read_text())
@@ -64,8 +94,8 @@ def test_bundle_reproduces_the_evaluated_probabilities(bundle, pipeline):
     manifest = json.loads((bundle / "manifest.json").read_text())
     recorded = pd.read_parquet(tmp / "evaluation" / "predictions.parquet")
     tokenizer = bundle_tokenizer(json.loads((bundle / "tokenizer.json").read_text()))
-    probs = export.onnx_probs(
-        export.session(bundle / "model.onnx"),
+    probs = onnx_probs(
+        session(bundle / "model.onnx"),
         tokenizer,
         recorded["text"].tolist(),
         manifest["input_prefix"],
@@ -165,6 +195,26 @@ def test_parity_counts_decision_mismatches():
     assert out["h/decision_mismatches"] == 1.0
 
 
+def test_parity_failures_name_what_broke():
+    numbers = {
+        "h/max_abs_diff": 2e-4,
+        "h/top1_agreement": 1.0,
+        "h/decision_mismatches": 0.0,
+        "g/max_abs_diff": 1e-6,
+        "g/top1_agreement": 0.99,
+        "g/decision_mismatches": 3.0,
+    }
+    assert parity_failures(numbers, 1e-4) == [
+        "h/max_abs_diff = 0.0002",
+        "g/top1_agreement = 0.99",
+        "g/decision_mismatches = 3",
+    ]
+    assert parity_failures(numbers, 1e-3) == [
+        "g/top1_agreement = 0.99",
+        "g/decision_mismatches = 3",
+    ]
+
+
 def test_failed_parity_gate_writes_no_bundle(pipeline, monkeypatch, tmp_path):
     cfg, _tmp, _ = pipeline
     cfg = cfg.copy()
@@ -200,7 +250,7 @@ def test_the_baseline_does_not_export(pipeline, tmp_path):
     cfg = cfg.copy()
     cfg.export.checkpoint = str(tmp / "baseline" / "checkpoint")
     cfg.export.out_dir = str(tmp_path / "onnx")
-    with pytest.raises(ValueError, match="only transformer checkpoints export"):
+    with pytest.raises(ConfigError, match="only transformer checkpoints export"):
         export.run(cfg)
 
 

@@ -7,6 +7,7 @@ import copy
 import json
 import threading
 import time
+from dataclasses import fields
 
 import pytest
 from fastapi.testclient import TestClient
@@ -15,6 +16,7 @@ from triage.cli import main
 from triage.config import load_config
 from triage.serving.api import create_app
 from triage.serving.predlog import PredictionLog
+from triage.serving.record import Prediction
 from triage.serving.runtime import Runtime
 
 MAX_BATCH, MAX_CHARS = 4, 120
@@ -204,8 +206,12 @@ def test_openapi_describes_the_endpoints(service):
     assert components["Message"]["required"] == ["text"]
     assert components["Message"]["additionalProperties"] is False
     prediction = components["PredictionOut"]["properties"]
-    for field in ("intent", "intent_probs", "sentiment", "decision", "action", "priority"):
-        assert field in prediction
+    # the prediction record's fields, after the message id, all required, described
+    assert list(prediction) == ["message_id", *(f.name for f in fields(Prediction))]
+    assert components["PredictionOut"]["required"] == list(prediction)
+    assert prediction["intent_probs"]["additionalProperties"] == {"type": "number"}
+    assert prediction["decision"]["description"].startswith("auto: acted on without a person")
+    assert "moderation_review, review or none" in prediction["action"]["description"]
     error = classify["responses"]["422"]["content"]["application/json"]["schema"]
     assert error["$ref"].endswith("/ErrorResponse")
     # the served 200 body has exactly the documented fields
@@ -217,7 +223,12 @@ def test_metrics_count_requests_and_decisions(service):
     client, _ = service
     client.post("/v1/classify", json={"messages": [{"text": "love this product"}]})
     client.post("/v1/classify", json={"messages": [{"text": ""}]})
+    client.post("/v1/classify", content=b"x" * 10_000_000, headers={"content-type": "text/json"})
+    client.get("/no-such-page")
     text = client.get("/metrics").text
+    # refused before routing, or no route at all: one bounded label
+    assert 'triage_http_requests_total{method="POST",path="other",status="413"}' in text
+    assert 'triage_http_requests_total{method="GET",path="other",status="404"}' in text
     assert 'triage_http_requests_total{method="POST",path="/v1/classify",status="200"}' in text
     assert 'triage_http_requests_total{method="POST",path="/v1/classify",status="422"}' in text
     assert 'triage_http_request_duration_seconds_bucket{le="0.025",path="/v1/classify"}' in text

@@ -15,9 +15,11 @@ import pandas as pd
 import pytest
 
 from triage.cli import main
+from triage.errors import TriageError
 from triage.modeling.calibration import softmax
 from triage.routing import decide_head
-from triage.serving.runtime import BundleError, Runtime, physical_cores, read_manifest, rescale
+from triage.serving.bundle import BundleError, read_manifest
+from triage.serving.runtime import Runtime, physical_cores, rescale
 
 
 @pytest.fixture(scope="module")
@@ -74,20 +76,18 @@ def test_runtime_without_torch_matches_the_pytorch_evaluation(bundle, evaluated,
     predictions = result["predictions"]
     manifest = read_manifest(bundle)
     # parity to 1e-4 holds for an fp32 graph; an int8 bundle is checked by export's own gates
-    assert manifest["quantization"] == "none", "the `bundle` fixture shipped int8: pin it to fp32"
-    for head, spec in manifest["heads"].items():
-        ours = np.array(
-            [[p[f"{head}_probs"][label] for label in spec["labels"]] for p in predictions]
-        )
+    assert manifest.quantization == "none", "the `bundle` fixture shipped int8: pin it to fp32"
+    for head, spec in manifest.heads.items():
+        ours = np.array([[p[f"{head}_probs"][label] for label in spec.labels] for p in predictions])
         reference = np.stack(evaluated[f"{head}_probs"].to_numpy())
         np.testing.assert_allclose(ours, reference, atol=1e-4, rtol=0)
         decided = [
             decide_head(
                 head,
                 row,
-                spec["labels"],
-                spec["language_thresholds"].get(lang, spec["thresholds"]),
-                manifest["margin"],
+                spec.labels,
+                spec.language_thresholds.get(lang, spec.thresholds),
+                manifest.margin,
             )
             for row, lang in zip(ours.tolist(), evaluated["lang"], strict=True)
         ]
@@ -101,7 +101,7 @@ def test_runtime_without_torch_matches_the_pytorch_evaluation(bundle, evaluated,
                 for p, a in zip(predictions, auto, strict=True)
                 if a == "review"
             )
-    assert {p["model_version"] for p in predictions} == {manifest["model_version"]}
+    assert {p["model_version"] for p in predictions} == {manifest.model_version}
 
 
 def test_batching_and_order_do_not_change_results(runtime, evaluated):
@@ -192,8 +192,9 @@ def test_language_thresholds_apply_to_their_language_only(bundle, tmp_path):
 
 
 def test_bad_bundles_fail_with_what_to_do(bundle, tmp_path):
-    with pytest.raises(BundleError, match="run `triage export`"):
+    with pytest.raises(BundleError, match="run `triage export`") as missing:
         Runtime.load(tmp_path / "nothing")
+    assert isinstance(missing.value, TriageError) and isinstance(missing.value, ValueError)
     copy = tmp_path / "bundle"
     shutil.copytree(bundle, copy)
     with (copy / "tokenizer.json").open("a") as f:

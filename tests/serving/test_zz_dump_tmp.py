@@ -6,6 +6,7 @@ from triage.serving.api import create_app
 
 OUT = Path(sys.argv[-1]) if False else Path(__import__("os").environ["DUMP"])
 
+
 def test_dump(root, bundle, pipeline, tmp_path):
     _cfg, tmp, _ = pipeline
     OUT.mkdir(parents=True, exist_ok=True)
@@ -17,8 +18,18 @@ def test_dump(root, bundle, pipeline, tmp_path):
         wait_ready(client)
         (OUT / "openapi.json").write_text(client.get("/openapi.json").text)
         (OUT / "model.json").write_text(client.get("/v1/model").text)
-        r = client.post("/v1/classify", json={"messages": [{"text": "Waar blijft mijn pakket?", "id": "x"}, {"text": "love it", "id": "y", "lang": "en"}]})
+        r = client.post(
+            "/v1/classify",
+            json={
+                "messages": [
+                    {"text": "Waar blijft mijn pakket?", "id": "x"},
+                    {"text": "love it", "id": "y", "lang": "en"},
+                ]
+            },
+        )
         (OUT / "classify.json").write_text(r.text)
-        client.post("/v1/classify", content=b"x" * 10_000_000, headers={"content-type": "application/json"})
+        client.post(
+            "/v1/classify", content=b"x" * 10_000_000, headers={"content-type": "application/json"}
+        )
         client.get("/nope")
         (OUT / "metrics.txt").write_text(client.get("/metrics").text)

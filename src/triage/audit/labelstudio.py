@@ -24,11 +24,12 @@ from typing import Any
 from xml.sax.saxutils import quoteattr
 
 from triage.audit.store import AuditDB, AuditError
+from triage.errors import MissingInputError
 from triage.io import write_atomic
+from triage.schema import HEADS
 from triage.serving.predlog import parse_time
 
 log = logging.getLogger(__name__)
-HEADS = ("intent", "sentiment")
 UNCLEAR = "unclear"
 
 
@@ -162,7 +163,7 @@ def run(cfg: Any) -> Path:
                 )
             path = Path(lcfg.file)
             if not path.is_file():
-                raise FileNotFoundError(f"{path}: no such Label Studio export")
+                raise MissingInputError(f"{path}: no such Label Studio export")
             tasks = json.loads(path.read_text(encoding="utf-8"))
             if not isinstance(tasks, list):
                 raise AuditError(f"{path}: expected Label Studio's JSON export (a list of tasks)")

@@ -40,8 +40,10 @@ from typing import Any
 
 import numpy as np
 
-from triage.audit.store import AuditDB
+from triage.audit.store import AuditDB, AuditError
 from triage.config import to_container
+from triage.errors import ConfigError
+from triage.schema import HEADS
 from triage.serving.predlog import PredictionLog, parse_time
 
 log = logging.getLogger(__name__)
@@ -68,7 +70,7 @@ def period(
         end = parse_time(until) if until is not None else (now or datetime.now(UTC))
         start = end - timedelta(days=days)
     if start >= end:
-        raise ValueError(f"audit.sample: since {start} is not before until {end}")
+        raise ConfigError(f"audit.sample: since {start} is not before until {end}")
     return start, end
 
 
@@ -89,7 +91,7 @@ def assign_strata(records: Sequence[dict[str, Any]], scfg: Any) -> list[str]:
     order = list(scfg.strata)
     unknown = [name for name in order if name not in STRATA]
     if unknown:
-        raise ValueError(f"audit.sample.strata: unknown strata {unknown}; known: {list(STRATA)}")
+        raise ConfigError(f"audit.sample.strata: unknown strata {unknown}; known: {list(STRATA)}")
     # plain values once: attribute access on a config node is slow in a loop
     band, low = float(scfg.near_band), float(scfg.low_confidence_below)
     negative = scfg.negative_label
@@ -144,12 +146,12 @@ def allocate(
         stratum cannot use goes to the control slice (which is at most ``N``).
     """
     if control_share < MIN_CONTROL_SHARE:
-        raise ValueError(
+        raise ConfigError(
             f"audit.sample.control_share={control_share}: the control slice must be at least "
             f"{MIN_CONTROL_SHARE:.0%} of the batch (it is what makes the estimates unbiased)"
         )
     if any(v < 0 for v in shares.values()) or control_share + sum(shares.values()) > 1 + 1e-9:
-        raise ValueError(
+        raise ConfigError(
             f"audit.sample: control_share {control_share} plus the strata shares "
             f"{dict(shares)} exceed 1; lower some shares"
         )
@@ -198,7 +200,7 @@ def draw(
     """
     n = len(records)
     if n == 0:
-        raise ValueError("no predictions to sample from")
+        raise AuditError("no predictions to sample from")
     strata = np.array(assign_strata(records, scfg), dtype=object)
     sizes = dict(sorted(Counter(strata.tolist()).items()))
     n_control, targeted = allocate(
@@ -254,7 +256,7 @@ def head_labels(records: Sequence[dict[str, Any]], fallback: dict[str, Any]) -> 
     """The labels reviewers choose from, per head: those of the logged probabilities (newest
     model first, then any others seen), else the data config's."""
     out: dict[str, list[str]] = {}
-    for head in ("intent", "sentiment"):
+    for head in HEADS:
         seen: dict[str, None] = {}
         for r in reversed(records):
             for label in r.get(f"{head}_probs") or {}:
@@ -280,7 +282,7 @@ def run(cfg: Any) -> str:
         plog.close()
     records = latest_per_message(logged)
     if not records:
-        raise ValueError(
+        raise AuditError(
             f"no predictions in {acfg.prediction_log} between {start.isoformat()} and "
             f"{end.isoformat()}; check audit.prediction_log and audit.sample.since/until"
         )

@@ -17,14 +17,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from triage.data.public import read_public_source
 from triage.data.readers import (
     RawRow,
-    has_data_files,
     opt_str,
-    read_file_source,
-    read_hub_source,
 )
+from triage.data.sources import read_source
 from triage.data.splits import assign_splits, check_no_leakage, hash_seed
 from triage.errors import DataError
 from triage.schema import HEADS, SCHEMA, SPLITS
@@ -226,23 +223,9 @@ def build_dataset(
     report = Report()
     records: list[dict[str, Any]] = []
     for name, source in data_cfg["sources"].items():
-        kind = source["kind"]
-        if kind == "file":
-            path = _resolve(source["path"], project_root)
-            if source.get("optional") and not has_data_files(path):
-                continue  # nothing yet (the report stays as without the source)
-            rows = read_file_source(path, source["format"], source["columns"])
-        elif kind == "hub":
-            rows = read_hub_source(source["path"], source["options"], source["columns"])
-        else:
-            path = _resolve(source["path"], public_root)
-            if not path.exists():
-                raise DataError(
-                    f"data.sources.{name}: {path} not found. Public data is read from "
-                    f"paths.public_data ({public_root}); set TRIAGE_DATA_ROOT to the folder that "
-                    "holds the public datasets, or use data=authored."
-                )
-            rows = read_public_source(kind, path, source["options"])
+        rows = read_source(name, source, project_root, public_root)
+        if rows is None:
+            continue
         records.extend(build_records(name, rows, source, heads, report))
     if not records:
         raise DataError("no usable rows in any source; see the messages above")
@@ -261,11 +244,6 @@ def build_dataset(
         found = sorted(frame[head].dropna().unique())
         labels[head] = list(fixed) if fixed is not None else found
     return frame, labels, make_report(frame, labels, report, data_cfg)
-
-
-def _resolve(path: str, root: Path) -> Path:
-    p = Path(path).expanduser()
-    return p if p.is_absolute() else root / p
 
 
 def _check_unique_ids(frame: pd.DataFrame, sources: dict[str, Any]) -> None:

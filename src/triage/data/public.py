@@ -173,10 +173,3 @@ ADAPTERS: dict[str, Callable[[Path, dict[str, Any]], Iterator[RawRow]]] = {
     "tweeteval": read_tweeteval,
     "fewshot": read_fewshot,
 }
-
-
-def read_public_source(kind: str, path: Path, options: dict[str, Any]) -> Iterator[RawRow]:
-    """Rows of one public dataset, by adapter kind."""
-    if kind not in ADAPTERS:
-        raise DataError(f"unknown source kind {kind!r}; known: file, hub, {', '.join(ADAPTERS)}")
-    return ADAPTERS[kind](path, options)

@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from triage.batching import pad, padded_batches
 from triage.encoder.e5 import mean_pool
 from triage.errors import MissingInputError
 from triage.io import atomic_folder
@@ -166,13 +167,8 @@ def encode(tokenizer: Any, texts: Sequence[str], prefix: str, max_length: int) -
 
 def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
     """Pad to the longest sequence of the batch (not to max_length: messages are short)."""
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for i, seq in enumerate(sequences):
-        ids[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        mask[i, : len(seq)] = 1
-    return {"input_ids": ids, "attention_mask": mask}
+    ids, mask = pad(sequences, pad_id)
+    return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
 
 
 @torch.inference_mode()
@@ -191,15 +187,12 @@ def predict_logits(
     model.eval()
     device = next(model.parameters()).device
     ids = encode(tokenizer, texts, prefix, max_length)
-    order = np.argsort([len(s) for s in ids], kind="stable")
     out = {
         head: np.zeros((len(texts), len(names)), dtype=np.float32)
         for head, names in model.labels.items()
     }
-    for start in range(0, len(order), batch_size):
-        index = order[start : start + batch_size]
-        batch = pad_batch([ids[i] for i in index], tokenizer.pad_token_id)
-        logits = model(**{k: v.to(device) for k, v in batch.items()})
+    for index, input_ids, mask in padded_batches(ids, tokenizer.pad_token_id, batch_size):
+        logits = model(torch.from_numpy(input_ids).to(device), torch.from_numpy(mask).to(device))
         for head, value in logits.items():
             out[head][index] = value.float().cpu().numpy()
     return out

@@ -28,35 +28,28 @@ from typing import IO, Any
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from triage.serving.record import Prediction
+from triage.errors import TriageError
+from triage.serving.record import PREDICTION_FIELDS, Prediction
 from triage.serving.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv"}
-# CSV output columns; the per-label probabilities go in as JSON objects
+# CSV output columns: where the message came from, then the prediction; the per-label
+# probabilities go in last, as JSON objects
+JSON_COLUMNS = ("intent_probs", "sentiment_probs")
 CSV_COLUMNS = (
     "line",
     "id",
     "text",
     "lang",
-    "intent",
-    "intent_prob",
-    "intent_threshold",
-    "sentiment",
-    "sentiment_prob",
-    "sentiment_threshold",
-    "decision",
-    "action",
-    "priority",
-    "reason",
+    *(name for name in PREDICTION_FIELDS if name not in JSON_COLUMNS),
     "model_version",
-    "intent_probs",
-    "sentiment_probs",
+    *JSON_COLUMNS,
 )
 
 
-class InputError(ValueError):
+class InputError(TriageError, ValueError):
     """A problem with the input file; the message names the file, line or column."""
 
 
@@ -231,7 +224,7 @@ class _Writer:
             self.f.write(json.dumps(row, ensure_ascii=False) + "\n")
             return
         flat = dict(row)
-        for key in ("intent_probs", "sentiment_probs"):
+        for key in JSON_COLUMNS:
             flat[key] = None if row[key] is None else json.dumps(row[key])
         self.csv.writerow(flat)
 

@@ -1,14 +1,7 @@
 """The serving runtime: load an exported bundle and classify messages, without torch.
 
-Reads a bundle folder written by ``triage export`` (default ``models/onnx/``) and writes nothing:
-
-    model.onnx      inputs input_ids, attention_mask (int64); outputs <head>_probs: calibrated
-                    probabilities (global temperature and softmax inside the graph); the
-                    manifest JSON in its metadata
-    tokenizer.json  a `tokenizers` file (no truncation or padding set: done here)
-    routing.json    the routing table (triage.routing)
-    manifest.json   labels, thresholds (pooled and per language), per-language temperatures,
-                    margin, max_length, prefix, model version, file hashes
+Reads a bundle folder written by ``triage export`` (default ``models/onnx/``; its files and
+manifest: :mod:`triage.serving.bundle`) and writes nothing.
 
 Per message: clean the text as ``prepare`` did, prepend the input prefix, tokenise with
 truncation to ``max_length``; sort the batch by length and pad each chunk to its own longest
@@ -25,7 +18,6 @@ import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,48 +25,28 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
+from triage.batching import padded_batches
 from triage.io import sha256_file
 from triage.routing import RoutingTable, decide_head, route
+from triage.serving.bundle import (
+    MODEL_FILE,
+    ROUTING_FILE,
+    TOKENIZER_FILE,
+    BundleError,
+    HeadSpec,
+    Manifest,
+    read_manifest,
+)
 from triage.serving.record import Prediction
 from triage.text import UNDETERMINED, clean_text, detect_languages
 
 log = logging.getLogger(__name__)
 
-FORMAT = "social-triage-bundle/2"  # /2 added per-language thresholds
-READABLE_FORMATS = ("social-triage-bundle/1", FORMAT)  # a /1 bundle has pooled thresholds only
-MODEL_FILE, TOKENIZER_FILE, ROUTING_FILE, MANIFEST_FILE = (
-    "model.onnx",
-    "tokenizer.json",
-    "routing.json",
-    "manifest.json",
-)
-HEADS = ("intent", "sentiment")
 # classified once at load so that the first request does not pay for onnxruntime's first run and
 # for lingua loading its n-gram models (1 to 5-grams, loaded lazily: a long text needs them all)
 WARM_UP = "Where is my order, waiting for a week now? Waar blijft mijn bestelling, al een week?"
 # log(0) is clipped here when a language's own temperature rescales probabilities
 _TINY = float(np.finfo(np.float32).tiny)
-
-
-class BundleError(ValueError):
-    """A bundle folder that is missing, incomplete or inconsistent; says what to do."""
-
-
-@dataclass(frozen=True)
-class HeadSpec:
-    """One head of a bundle, from its manifest."""
-
-    name: str
-    labels: list[str]
-    thresholds: dict[str, float | None]  # None: the class is never decided automatically
-    temperature: float  # the global temperature, already applied inside the graph
-    language_temperatures: dict[str, float]  # languages that kept their own temperature
-    language_thresholds: dict[str, dict[str, float | None]]  # languages with their own table
-
-    def thresholds_for(self, lang: str | None) -> dict[str, float | None]:
-        """The thresholds a message in ``lang`` is decided with: its language's own, or the
-        pooled ones."""
-        return self.language_thresholds.get(lang or "", self.thresholds)
 
 
 def physical_cores() -> int:
@@ -150,86 +122,17 @@ def graph_probs(
     longest sequence, never to the maximum length.
     """
     ids = [e.ids for e in tokenizer.encode_batch([prefix + t for t in texts])]
-    order = np.argsort([len(s) for s in ids], kind="stable")
     outputs = [o for o in session.get_outputs() if o.name.endswith("_probs")]
     names = [o.name for o in outputs]
     out = {  # (batch, n_labels): the label axis is fixed in the graph
         o.name.removesuffix("_probs"): np.zeros((len(texts), o.shape[1]), np.float32)
         for o in outputs
     }
-    for start in range(0, len(order), batch_size):
-        index = order[start : start + batch_size]
-        width = max(len(ids[i]) for i in index)
-        input_ids = np.full((len(index), width), pad_id, dtype=np.int64)
-        mask = np.zeros((len(index), width), dtype=np.int64)
-        for row, i in enumerate(index):
-            input_ids[row, : len(ids[i])] = ids[i]
-            mask[row, : len(ids[i])] = 1
+    for index, input_ids, mask in padded_batches(ids, pad_id, batch_size):
         results = session.run(names, {"input_ids": input_ids, "attention_mask": mask})
         for name, value in zip(names, results, strict=True):
             out[name.removesuffix("_probs")][index] = value
     return out
-
-
-def read_manifest(folder: Path) -> dict[str, Any]:
-    """A bundle's ``manifest.json``, checked for its format.
-
-    Raises:
-        BundleError: no bundle there, or a format this code does not read.
-    """
-    folder = Path(folder)
-    path = folder / MANIFEST_FILE
-    if not path.is_file():
-        raise BundleError(
-            f"{folder} is not a model bundle (no {MANIFEST_FILE}); run `triage export` first "
-            "or point to the folder it wrote"
-        )
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise BundleError(f"{path}: not valid JSON ({exc}); re-run `triage export`") from exc
-    if manifest.get("format") not in READABLE_FORMATS:
-        raise BundleError(
-            f"{path}: format {manifest.get('format')!r}, this runtime reads "
-            f"{' or '.join(map(repr, READABLE_FORMATS))}; "
-            "re-export the model with this version of social-triage"
-        )
-    return manifest
-
-
-def _head_specs(manifest: dict[str, Any]) -> dict[str, HeadSpec]:
-    heads = {}
-    for name, spec in manifest.get("heads", {}).items():
-        try:
-            heads[name] = HeadSpec(
-                name=name,
-                labels=list(spec["labels"]),
-                thresholds={
-                    k: (None if v is None else float(v)) for k, v in spec["thresholds"].items()
-                },
-                temperature=float(spec["temperature"]),
-                language_temperatures={
-                    k: float(v) for k, v in spec.get("language_temperatures", {}).items()
-                },
-                language_thresholds={
-                    lang: {k: (None if v is None else float(v)) for k, v in table.items()}
-                    for lang, table in spec.get("language_thresholds", {}).items()
-                },
-            )
-        except (KeyError, TypeError) as exc:
-            raise BundleError(f"manifest head {name!r}: missing or bad key {exc}") from exc
-        head = heads[name]
-        for lang, table in {"pooled": head.thresholds, **head.language_thresholds}.items():
-            if set(table) != set(head.labels):
-                raise BundleError(
-                    f"manifest head {name!r}: the {lang} thresholds name {sorted(table)}, "
-                    f"the labels are {head.labels}; re-run `triage export`"
-                )
-    if "intent" not in heads:
-        raise BundleError(
-            f"the bundle has heads {sorted(heads)}, but routing needs an `intent` head"
-        )
-    return heads
 
 
 def session_options(threads: int | None = None) -> ort.SessionOptions:
@@ -260,7 +163,7 @@ class Runtime:
     def __init__(
         self,
         folder: Path,
-        manifest: dict[str, Any],
+        manifest: Manifest,
         session: ort.InferenceSession,
         tokenizer: Tokenizer,
         routing: RoutingTable,
@@ -270,12 +173,12 @@ class Runtime:
         self.session = session
         self.tokenizer = tokenizer
         self.routing = routing
-        self.heads = _head_specs(manifest)
-        self.languages: list[str] = list(manifest.get("languages") or [])
-        self.model_version: str = str(manifest["model_version"])
-        self.prefix: str = manifest.get("input_prefix") or ""
-        self.pad_id = int(manifest["pad_token_id"])
-        self.margin = float(manifest.get("margin") or 0.0)
+        self.heads: dict[str, HeadSpec] = manifest.heads
+        self.languages: list[str] = manifest.languages
+        self.model_version: str = manifest.model_version
+        self.prefix: str = manifest.input_prefix
+        self.pad_id = manifest.pad_token_id
+        self.margin = manifest.margin
         outputs = {o.name for o in session.get_outputs()}
         missing = [f"{h}_probs" for h in self.heads if f"{h}_probs" not in outputs]
         inputs = {i.name for i in session.get_inputs()}
@@ -310,7 +213,7 @@ class Runtime:
         """
         folder = Path(folder)
         manifest = read_manifest(folder)
-        for name, entry in manifest.get("files", {}).items():
+        for name, entry in (manifest.files or {}).items():
             path = folder / name
             if not path.is_file():
                 raise BundleError(f"{path} is missing from the bundle; re-run `triage export`")
@@ -330,15 +233,16 @@ class Runtime:
             providers=["CPUExecutionProvider"],
         )
         embedded = session.get_modelmeta().custom_metadata_map.get("manifest")
-        if embedded is not None and json.loads(embedded).get("model_version") != manifest.get(
-            "model_version"
+        if (
+            embedded is not None
+            and json.loads(embedded).get("model_version") != manifest.model_version
         ):
             raise BundleError(
                 f"{folder}: model.onnx and manifest.json come from different exports; re-export"
             )
         tokenizer = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
         tokenizer.no_padding()
-        tokenizer.enable_truncation(int(manifest["max_length"]))
+        tokenizer.enable_truncation(manifest.max_length)
         routing = RoutingTable.from_dict(
             json.loads((folder / ROUTING_FILE).read_text(encoding="utf-8"))
         )
@@ -450,7 +354,7 @@ class Runtime:
 
     def metadata(self) -> dict[str, Any]:
         """What ``GET /v1/model`` shows: the manifest without file hashes, and the routing."""
-        meta = {k: v for k, v in self.manifest.items() if k != "files"}
-        meta["files"] = {k: v.get("bytes") for k, v in self.manifest.get("files", {}).items()}
+        meta = self.manifest.to_dict()
+        meta["files"] = {k: v.get("bytes") for k, v in (self.manifest.files or {}).items()}
         meta["routing"] = self.routing.to_dict()
         return meta

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from triage.audit.store import migrate
 from triage.audit.store.auth import ReviewerStore
+from triage.audit.store.migrate import upgrade
 from triage.audit.store.queue import QueueStore
 from triage.audit.store.reviews import ItemLabel
 
@@ -20,7 +20,7 @@ class AuditDB(ReviewerStore, QueueStore):
     def __init__(self, url: str) -> None:
         super().__init__(url)
         with self._write() as conn:
-            migrate.upgrade(conn)
+            upgrade(conn)
 
 
 def load_batch(

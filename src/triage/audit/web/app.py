@@ -33,7 +33,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
 
-from triage.audit.store import AuditDB, AuditError, Reviewer
+from triage.audit.store import ITEM_FIELDS, AuditDB, AuditError, Reviewer
 
 log = logging.getLogger(__name__)
 
@@ -49,28 +49,21 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
-# what a reviewer sees of an item (not its stratum, weight or control flag)
-SHOWN = (
-    "id",
-    "batch_id",
-    "position",
-    "message_id",
-    "text",
-    "lang",
-    "channel",
-    "message_created_at",
-    "model_version",
-    "intent",
-    "intent_prob",
-    "intent_threshold",
-    "sentiment",
-    "sentiment_prob",
-    "decision",
-    "action",
-    "priority",
-    "reason",
-    "extra",
+# what a reviewer sees of an item: its place in the batch and its fields, less the design (stratum,
+# weight, control flag: reviewers judge every message alike) and the model's full probability
+# tables (the page gets the top intents instead, see shown())
+HIDDEN = frozenset(
+    {
+        "intent_probs",
+        "sentiment_threshold",
+        "sentiment_probs",
+        "stratum",
+        "in_control",
+        "inclusion_prob",
+        "reviews_required",
+    }
 )
+SHOWN = ("id", "batch_id", "position", *(f for f in ITEM_FIELDS if f not in HIDDEN))
 
 
 class SignIn(BaseModel):

@@ -30,9 +30,9 @@ from triage.audit.store import AuditDB
 from triage.data.splits import load_labels, load_split
 from triage.io import write_atomic
 from triage.modeling.tfidf import make_pipeline
+from triage.schema import HEADS
 
 log = logging.getLogger(__name__)
-HEADS = ("intent", "sentiment")
 COLUMNS = ["rank", "id", "split", "head", "given", "suggested", "self_confidence", "lang", "text"]
 
 

@@ -1,0 +1,221 @@
+"""Stage `export`: the calibrated checkpoint as one self-contained ONNX bundle.
+
+Reads:  ``{export.checkpoint}`` (the trained transformer), ``{export.calibration}``, the prepared
+        splits in ``{data.out_dir}`` (``{export.split}`` for the gates; the other splits' texts
+        for the vocabulary trim) and the routing table (``configs/routing``).
+Writes ``{export.out_dir}`` (``models/onnx``), everything a service needs and nothing else
+        (the contract: :mod:`triage.serving.bundle`):
+        ``model.onnx``       input_ids, attention_mask -> ``<head>_probs``: encoder, mean pooling,
+                             heads, the global temperature per head and softmax, all in the graph;
+                             the manifest (without file hashes) in its metadata
+        ``tokenizer.json``   the tokenizer, without truncation or padding (the runtime sets them)
+        ``routing.json``     the routing table
+        ``manifest.json``    labels, thresholds (pooled and per language), margin, temperatures,
+                             max length, input prefix, encoder, run id, data fingerprints,
+                             version, gates, file hashes
+        ``model_card.md``    the same for people, with the bundle's own test numbers
+       and ``{export.report}`` (``models/export.json``): every gate's numbers, also logged into the
+       checkpoint's MLflow run.
+
+Gates, in order: (1) parity: the fp32 graph against PyTorch on the test split (max absolute
+difference, top-label agreement, identical threshold decisions); export fails when it breaks.
+(2) candidates that shrink the bundle (int8 dynamic quantisation, the trimmed vocabulary, both)
+are kept only when they stay within ``export.gate`` of the fp32 graph on the same messages.
+
+The parts: :mod:`.graph` (torch -> ONNX, int8), :mod:`.vocab` (the trimmed vocabulary),
+:mod:`.gates` (parity, the candidates' gate, the bundle's numbers), :mod:`.manifest` (the manifest
+and the bundle folder), :mod:`.card` (the model card).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig
+
+from triage.config import to_container
+from triage.data.splits import label_ids, load_split
+from triage.errors import ConfigError
+from triage.io import write_json
+from triage.modeling.calibration import calibrated_probs, load_calibration, row_thresholds
+from triage.modeling.model import load_checkpoint, predict_logits, read_meta
+from triage.pipeline.export.gates import bundle_metrics, fmt, gate, parity, parity_failures
+from triage.pipeline.export.graph import export_graph, onnx_probs, quantize, session
+from triage.pipeline.export.manifest import build_manifest, language_temperatures, write_bundle
+from triage.pipeline.export.vocab import bundle_tokenizer, trim_vocabulary, trimmed_model
+from triage.routing import RoutingTable
+from triage.schema import SPLITS
+from triage.serving.bundle import CARD_FILE, MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE
+from triage.serving.runtime import apply_language_temperatures
+from triage.tracking import add_to_checkpoint_run
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: DictConfig) -> Path:
+    """Export ``cfg.export.checkpoint`` with its calibration; return the bundle folder."""
+    ecfg = cfg.export
+    checkpoint, out_dir = Path(ecfg.checkpoint), Path(ecfg.out_dir)
+    kind = read_meta(checkpoint).get("kind")
+    if kind != "transformer":
+        raise ConfigError(
+            f"{checkpoint} holds a {kind} model; only transformer checkpoints export: point "
+            "export.checkpoint at `triage train`'s folder"
+        )
+    model, hf_tokenizer, meta = load_checkpoint(checkpoint)
+    calibration = load_calibration(Path(ecfg.calibration))
+    labels = model.labels
+    if set(calibration["heads"]) != set(labels):
+        raise ConfigError(
+            f"{ecfg.calibration} calibrates heads {sorted(calibration['heads'])} but the "
+            f"checkpoint has {sorted(labels)}: run `triage calibrate` on this checkpoint first"
+        )
+    routing = to_container(cfg.routing)
+    RoutingTable.from_dict(routing)  # a broken table fails here, not in the service
+    unrouted = sorted(set(labels.get("intent", [])) - set(routing["intents"]))
+    if unrouted:
+        log.warning("routing names no rule for %s: those go to review (routing.default)", unrouted)
+    heads_cal = calibration["heads"]
+    temperatures = {h: heads_cal[h]["temperature"] for h in labels}
+    # (global, per-language) temperatures: the graph applies the first, the runtime the second
+    served_temperatures = {
+        h: (t, language_temperatures(heads_cal[h])) for h, t in temperatures.items()
+    }
+    margin = calibration["margin"]
+    prefix, max_length = meta["input_prefix"], meta["max_length"]
+    tokenizer_json = json.loads((checkpoint / TOKENIZER_FILE).read_text(encoding="utf-8"))
+    tokenizer_json["truncation"], tokenizer_json["padding"] = None, None
+    pad_id = hf_tokenizer.pad_token_id
+
+    data_dir = Path(cfg.data.out_dir)
+    frame = load_split(data_dir, ecfg.split)
+    texts, langs = frame["text"].tolist(), frame["lang"].to_numpy()
+    targets = label_ids(frame, labels)
+    # per message: its language's thresholds, as the runtime applies them
+    thresholds = {h: row_thresholds(heads_cal[h], names, langs) for h, names in labels.items()}
+
+    def served(path: Path, tok_json: dict) -> dict[str, np.ndarray]:
+        """A graph's probabilities as the runtime serves them (per-language temperatures)."""
+        probs = onnx_probs(
+            session(path), bundle_tokenizer(tok_json), texts, prefix, max_length, pad_id
+        )
+        return apply_language_temperatures(probs, langs, served_temperatures)
+
+    # every comparison below is on calibrated probabilities as `evaluate` scores and the
+    # runtime serves them: thresholds were chosen on those
+    log.info("PyTorch reference on %d %s messages", len(texts), ecfg.split)
+    reference = {
+        h: calibrated_probs(v, langs, heads_cal[h])
+        for h, v in predict_logits(model, hf_tokenizer, texts, prefix, max_length).items()
+    }
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="triage-export-", dir=out_dir.parent))
+    try:
+        report: dict[str, Any] = {"split": ecfg.split, "n": len(texts), "candidates": {}}
+        fp32 = work / "fp32.onnx"
+        log.info("exporting the fp32 graph (opset %d)", ecfg.opset)
+        export_graph(model, temperatures, pad_id, fp32, ecfg.opset)
+        exported = served(fp32, tokenizer_json)
+        report["parity"] = parity(reference, exported, thresholds, margin)
+        broken = parity_failures(report["parity"], ecfg.parity_atol)
+        if broken:
+            raise RuntimeError(
+                "parity gate failed: the ONNX graph does not reproduce PyTorch on the "
+                f"{ecfg.split} split ({'; '.join(broken)}); the bundle was not written"
+            )
+        log.info("parity gate passed: %s", fmt(report["parity"]))
+
+        chosen = {"path": fp32, "quantization": "none", "vocab_trimmed": False}
+        chosen["tokenizer"], chosen["probs"] = tokenizer_json, exported
+        candidates = []
+        if ecfg.trim_vocab:
+            corpus = [
+                t
+                for split in SPLITS
+                if split != ecfg.split and (data_dir / f"{split}.parquet").is_file()
+                for t in load_split(data_dir, split)["text"]
+            ]
+            trimmed_json, keep = trim_vocabulary(tokenizer_json, corpus, prefix)
+            if bundle_tokenizer(trimmed_json).token_to_id(hf_tokenizer.pad_token) != pad_id:
+                raise ConfigError(
+                    "the trimmed vocabulary moves the pad token; set export.trim_vocab=false"
+                )
+            log.info("vocabulary: %d of %d pieces kept", len(keep), hf_tokenizer.vocab_size)
+            report["vocab_kept"] = len(keep)
+            trimmed = work / "trimmed.onnx"
+            export_graph(trimmed_model(model, keep), temperatures, pad_id, trimmed, ecfg.opset)
+            candidates.append(("trimmed", trimmed, trimmed_json, "none", True))
+        if ecfg.quantize:
+            quantize(fp32, work / "int8.onnx")
+            candidates.append(("int8", work / "int8.onnx", tokenizer_json, "int8", False))
+            if ecfg.trim_vocab:
+                quantize(trimmed, work / "trimmed_int8.onnx")
+                candidates.append(
+                    ("trimmed_int8", work / "trimmed_int8.onnx", trimmed_json, "int8", True)
+                )
+        for name, path, tok_json, quant, trim in candidates:
+            probs = served(path, tok_json)
+            numbers, reasons = gate(exported, probs, targets, labels, ecfg.gate, ecfg.n_bins)
+            size = path.stat().st_size
+            report["candidates"][name] = {
+                **numbers,
+                "bytes": size,
+                "passed": not reasons,
+                "why": "; ".join(reasons) or "within every limit",
+            }
+            verdict = "kept" if not reasons else "rejected: " + "; ".join(reasons)
+            log.info("%s (%.0f MB): %s, %s", name, size / 1e6, fmt(numbers), verdict)
+            if not reasons and size < chosen["path"].stat().st_size:
+                chosen = {"path": path, "quantization": quant, "vocab_trimmed": trim}
+                chosen["tokenizer"], chosen["probs"] = tok_json, probs
+        report["chosen"] = {k: chosen[k] for k in ("quantization", "vocab_trimmed")}
+        report["bundle_test"] = bundle_metrics(
+            chosen["probs"], targets, langs, labels, thresholds, margin, ecfg.n_bins
+        )
+        manifest = build_manifest(cfg, meta, checkpoint, calibration, chosen, report, pad_id)
+        manifest = write_bundle(out_dir, chosen, manifest, routing, report)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    write_json(Path(ecfg.report), report)
+    add_to_checkpoint_run(
+        cfg.tracking,
+        Path(cfg.paths.root),
+        checkpoint,
+        {f"export/{k}": v for k, v in _numbers(report).items()},
+        [
+            (Path(ecfg.report), "export"),
+            (out_dir / MANIFEST_FILE, "export"),
+            (out_dir / CARD_FILE, "export"),
+        ],
+    )
+    log.info(
+        "bundle %s: %s, %.0f MB, version %s",
+        out_dir,
+        manifest.quantization + (" + trimmed vocabulary" if manifest.vocab_trimmed else ""),
+        manifest.files[MODEL_FILE]["bytes"] / 1e6,
+        manifest.model_version,
+    )
+    return out_dir
+
+
+def _numbers(report: dict) -> dict[str, float]:
+    """The report's numbers flattened for MLflow."""
+    out = {f"parity/{k}": v for k, v in report["parity"].items()}
+    out.update({f"bundle_test/{k}": v for k, v in report["bundle_test"].items()})
+    for name, result in report["candidates"].items():
+        out.update(
+            {
+                f"{name}/{k}": float(v)
+                for k, v in result.items()
+                if isinstance(v, (int, float)) and k != "why"
+            }
+        )
+    return out
