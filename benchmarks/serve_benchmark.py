@@ -198,7 +198,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args()
 
-    from triage.serving.runtime import Runtime, physical_cores, read_manifest
+    from triage.serving.bundle import read_manifest
+    from triage.serving.runtime import Runtime, physical_cores
 
     manifest = read_manifest(args.bundle)
     frame = pd.concat(
@@ -208,9 +209,9 @@ def main() -> None:
     threads = physical_cores()
     results: dict = {
         "bundle": str(args.bundle),
-        "model_version": manifest["model_version"],
-        "quantization": manifest["quantization"],
-        "vocab_trimmed": manifest["vocab_trimmed"],
+        "model_version": manifest.model_version,
+        "quantization": manifest.quantization,
+        "vocab_trimmed": manifest.vocab_trimmed,
         "messages": len(texts),
         "threads": threads,
         "bundle_mb": sum(f.stat().st_size for f in args.bundle.iterdir()) / 1e6,
@@ -252,7 +253,7 @@ def main() -> None:
             if (args.checkpoint / "run_id").is_file()
             else None
         )
-        results["same_model"] = run_id is not None and run_id == manifest.get("run_id")
+        results["same_model"] = run_id is not None and run_id == manifest.run_id
         results["torch_msg_s"] = throughput(lambda: predictor.logits(texts), len(texts))
         results["speedup"] = results["runtime_msg_s"] / results["torch_msg_s"]
         del predictor

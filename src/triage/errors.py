@@ -18,3 +18,8 @@ class ConfigError(TriageError, ValueError):
 
 class MissingInputError(TriageError, FileNotFoundError):
     """A file or folder a stage reads is not there; the message says which command makes it."""
+
+
+class GateError(TriageError, RuntimeError):
+    """A model failed a quality gate (e.g. the export's parity gate) and was not shipped; the
+    message says which numbers failed."""

@@ -111,6 +111,7 @@ def test_message_markup_comes_back_as_plain_text(setup, tmp_path):
     assert ".innerHTML" not in script and "insertAdjacentHTML" not in script
 
 
+@pytest.mark.e2e
 def test_many_reviewers_at_once_on_a_live_server(db_url):
     db = AuditDB(db_url)
     items = make_batch(db, n=60, dual=15)

@@ -18,10 +18,13 @@ from tests.audit.support import (
 from triage.audit.store import AuditDB
 from triage.audit.web.app import create_app
 
-pytestmark = pytest.mark.skipif(
-    not chromium_available(),
-    reason=f"no Chromium at {CHROMIUM}: apt-get install -y chromium (CI does in .ci/run)",
-)
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        not chromium_available(),
+        reason=f"no Chromium at {CHROMIUM}: apt-get install -y chromium (CI does in .ci/run)",
+    ),
+]
 
 LABELS = {
     "intent": ["order_status", "refund_return", "spam", "praise", "other"],

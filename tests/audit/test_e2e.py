@@ -31,10 +31,13 @@ from triage.pipeline.prepare import run as prepare
 from triage.schema import SPLITS
 from triage.serving.api import create_app as create_service
 
-pytestmark = pytest.mark.skipif(
-    not chromium_available(),
-    reason=f"no Chromium at {CHROMIUM}: apt-get install -y chromium (CI does in .ci/run)",
-)
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        not chromium_available(),
+        reason=f"no Chromium at {CHROMIUM}: apt-get install -y chromium (CI does in .ci/run)",
+    ),
+]
 MESSAGES = 240
 
 

@@ -95,9 +95,8 @@ def test_missing_file(root, tmp_path):
 
 def test_unknown_source_kind_names_the_known_ones(root, tmp_path):
     path = write(tmp_path / "k.csv", ROWS, "csv")
-    expect_error(
-        root, tmp_path, path, "data.sources.user.kind='csvfile'", "file, hub, bitext", kind="csvfile"
-    )
+    known = "file, hub, bitext"
+    expect_error(root, tmp_path, path, "data.sources.user.kind='csvfile'", known, kind="csvfile")
 
 
 def test_missing_column(root, tmp_path):

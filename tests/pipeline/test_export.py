@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from triage.errors import ConfigError
+from triage.errors import ConfigError, GateError
 from triage.io import sha256_file
 from triage.pipeline import export
 from triage.pipeline.export.gates import gate, parity, parity_failures
@@ -228,7 +228,7 @@ def test_failed_parity_gate_writes_no_bundle(pipeline, monkeypatch, tmp_path):
         real(model, {h: t * 3 for h, t in temperatures.items()}, pad_id, path, opset)
 
     monkeypatch.setattr(export, "export_graph", drifted)
-    with pytest.raises(RuntimeError, match="parity gate failed"):
+    with pytest.raises(GateError, match="parity gate failed"):
         export.run(cfg)
     assert not (tmp_path / "onnx").exists() and not (tmp_path / "export.json").exists()
 

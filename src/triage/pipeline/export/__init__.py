@@ -41,7 +41,7 @@ from omegaconf import DictConfig
 
 from triage.config import to_container
 from triage.data.splits import label_ids, load_split
-from triage.errors import ConfigError
+from triage.errors import ConfigError, GateError
 from triage.io import write_json
 from triage.modeling.calibration import calibrated_probs, load_calibration, row_thresholds
 from triage.modeling.model import load_checkpoint, predict_logits, read_meta
@@ -126,7 +126,7 @@ def run(cfg: DictConfig) -> Path:
         report["parity"] = parity(reference, exported, thresholds, margin)
         broken = parity_failures(report["parity"], ecfg.parity_atol)
         if broken:
-            raise RuntimeError(
+            raise GateError(
                 "parity gate failed: the ONNX graph does not reproduce PyTorch on the "
                 f"{ecfg.split} split ({'; '.join(broken)}); the bundle was not written"
             )
