@@ -22,7 +22,7 @@ def test_social_extends_authored(root):
     cfg = load_config(["data=social"], root=root)
     authored = load_config([], root=root)
     assert "authored" in cfg.data.sources
-    assert list(cfg.data.heads.intent.labels) == list(authored.data.heads.intent.labels)
+    assert cfg.data.heads["intent"].labels == authored.data.heads["intent"].labels
     assert len(cfg.data.sources) > 1
 
 
@@ -52,7 +52,7 @@ def test_every_experiment_composes_and_overrides_only_what_changes(root, experim
     base = load_config([], root=root)
     cfg = load_config([f"experiment={experiment}"], root=root)
     assert cfg.tracking.run_name == experiment
-    changed = {k for k in base.train if base.train[k] != cfg.train[k]}
+    changed = {k for k, v in vars(base.train).items() if v != getattr(cfg.train, k)}
     assert changed and changed <= {
         "epochs",
         "max_train_rows",

@@ -33,7 +33,7 @@ def sentiment(negative: float, neutral: float | None = None) -> dict[str, float]
 
 
 def test_table_covers_the_taxonomy(table, cfg):
-    authored = cfg.data.heads.intent.labels
+    authored = cfg.data.heads["intent"].labels
     assert authored and table.unrouted(authored) == []
     assert RoutingTable.from_dict(table.to_dict()) == table
 

@@ -17,7 +17,7 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.errors import HydraException
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from triage.errors import ConfigError
@@ -470,15 +470,18 @@ def project_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
-def load_config(overrides: list[str] | None = None, root: Path | None = None) -> DictConfig:
-    """Compose ``configs/config.yaml`` with Hydra overrides, validate and resolve it.
+def load_config(overrides: list[str] | None = None, root: Path | None = None) -> Config:
+    """Compose ``configs/config.yaml`` with Hydra overrides, validate it against the dataclasses
+    above, resolve it and return it as those dataclasses (every stage receives a typed
+    :class:`Config`).
 
     Args:
         overrides: Hydra override strings, e.g. ``["data=social", "data.seed=3"]``.
         root: project root; defaults to :func:`project_root`.
 
     Raises:
-        ConfigError: the composition failed (unknown group option, unknown key, wrong type).
+        ConfigError: the composition failed (unknown group option, unknown key, wrong type,
+            a required value left unset).
     """
     root = root or project_root()
     config_dir = root / "configs"
@@ -492,16 +495,21 @@ def load_config(overrides: list[str] | None = None, root: Path | None = None) ->
             cfg = compose(config_name="config", overrides=list(overrides or []))
         cfg.paths.root = str(root)
         OmegaConf.resolve(cfg)
+        return OmegaConf.to_object(cfg)
     except (HydraException, OmegaConfBaseException) as exc:
         raise ConfigError(f"invalid configuration: {exc}") from exc
-    return cfg
 
 
-def to_yaml(cfg: DictConfig) -> str:
-    """The resolved config as YAML, for reports and tracking."""
-    return OmegaConf.to_yaml(cfg, resolve=True)
+def _node(cfg: Any) -> Any:
+    """An OmegaConf node for a typed config (a dataclass, or a dict/list holding them)."""
+    return cfg if isinstance(cfg, (DictConfig, ListConfig)) else OmegaConf.create(cfg)
 
 
-def to_container(node: Any) -> Any:
-    """Plain Python dicts/lists (enums as their names) from a config node."""
-    return OmegaConf.to_container(node, resolve=True, enum_to_str=True)
+def to_yaml(cfg: Any) -> str:
+    """A config (or a part of one) as YAML, for reports and tracking."""
+    return OmegaConf.to_yaml(_node(cfg), resolve=True)
+
+
+def to_container(cfg: Any) -> Any:
+    """Plain Python dicts/lists (enums as their names) from a config or a part of one."""
+    return OmegaConf.to_container(_node(cfg), resolve=True, enum_to_str=True)

@@ -3,12 +3,12 @@ draws, and weighted estimates that are unbiased where a plain batch mean is not.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from datetime import UTC, datetime
 
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
 
 from tests.audit.support import WEEK, audit_overrides, synthetic_log
 from triage.audit import sample as auditsample
@@ -26,9 +26,7 @@ def cfg(root, tmp_path_factory):
 
 
 def scfg(cfg, **changes):
-    node = OmegaConf.to_container(cfg.audit.sample)
-    node.update(changes)
-    return OmegaConf.create(node)
+    return dataclasses.replace(cfg.audit.sample, **changes)
 
 
 def test_strata_follow_the_priority_order(cfg):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
 
+from triage.config import CalibrateConfig
 from triage.modeling.calibration import (
     calibrated_probs,
     choose_thresholds,
@@ -228,16 +229,14 @@ def two_languages(seed: int = 0):
 
 def test_per_language_thresholds_hold_the_target_in_each_language():
     logits, y, langs = two_languages()
-    cfg = OmegaConf.create(
-        {
-            "per_language_temperatures": False,
-            "per_language_thresholds": True,
-            "min_rows_per_language": 60,
-            "fpr_target": 0.05,
-            "min_decisions": 30,
-            "margin": 0.0,
-            "bound": "upper",
-        }
+    cfg = CalibrateConfig(
+        per_language_temperatures=False,
+        per_language_thresholds=True,
+        min_rows_per_language=60,
+        fpr_target=0.05,
+        min_decisions=30,
+        margin=0.0,
+        bound="upper",
     )
     head = calibrate_head(logits, y, langs, ["x", "y"], cfg, np.zeros(len(y), bool))
     assert set(head["language_thresholds"]) == {"a", "b"}
@@ -262,7 +261,7 @@ def test_per_language_thresholds_hold_the_target_in_each_language():
         y,
         langs,
         ["x", "y"],
-        OmegaConf.merge(cfg, {"min_rows_per_language": 500}),
+        dataclasses.replace(cfg, min_rows_per_language=500),
         np.zeros(len(y), bool),
     )
     assert set(few["language_thresholds"]) == {"a"}
@@ -275,7 +274,7 @@ def test_per_language_thresholds_hold_the_target_in_each_language():
         y,
         langs,
         ["x", "y"],
-        OmegaConf.merge(cfg, {"per_language_thresholds": False}),
+        dataclasses.replace(cfg, per_language_thresholds=False),
         np.zeros(len(y), bool),
     )
     assert "language_thresholds" not in off

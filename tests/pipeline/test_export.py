@@ -8,8 +8,8 @@ import numpy as np
 import onnx
 import pandas as pd
 import pytest
-from omegaconf import OmegaConf
 
+from triage.config import ExportGateConfig
 from triage.errors import ConfigError, GateError
 from triage.io import sha256_file
 from triage.pipeline import export
@@ -19,9 +19,7 @@ from triage.pipeline.export.vocab import bundle_tokenizer, latin_piece, trim_voc
 from triage.serving.bundle import Manifest
 from triage.serving.runtime import rescale
 
-LIMITS = OmegaConf.create(
-    {"top1_agreement": 0.99, "macro_f1_drop": 0.005, "fpr_rise": 0.005, "ece_rise": 0.005}
-)
+LIMITS = ExportGateConfig(top1_agreement=0.99, macro_f1_drop=0.005, fpr_rise=0.005, ece_rise=0.005)
 
 
 def test_bundle_files_manifest_and_metadata(bundle, pipeline):

@@ -53,7 +53,7 @@ def test_every_sweep_config_composes_with_every_experiment(root, name, experimen
         for override in chosen:
             key, value = override.lstrip("+").split("=", 1)
             group, field, *rest = key.split(".")
-            node = trial[group][field]
+            node = getattr(getattr(trial, group), field)
             assert str(node[rest[0]] if rest else node).lower() == value.strip("'").lower()
 
 

@@ -12,9 +12,7 @@ import logging
 import time
 from pathlib import Path
 
-from omegaconf import DictConfig
-
-from triage.config import to_container
+from triage.config import Config, to_container
 from triage.data.splits import label_ids, load_labels, load_split
 from triage.modeling.tfidf import TfidfModel
 from triage.tracking import Tracker, fingerprint, flatten, git_state
@@ -22,7 +20,7 @@ from triage.tracking import Tracker, fingerprint, flatten, git_state
 log = logging.getLogger(__name__)
 
 
-def run(cfg: DictConfig) -> Path:
+def run(cfg: Config) -> Path:
     """Fit the baseline on the train split; return its checkpoint folder."""
     data_dir, out_dir = Path(cfg.data.out_dir), Path(cfg.baseline.out_dir)
     labels = load_labels(data_dir)

@@ -15,8 +15,8 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig
 
+from triage.config import CalibrateConfig, Config
 from triage.data.splits import label_ids, load_split
 from triage.modeling.calibration import (
     calibrated_probs,
@@ -39,7 +39,7 @@ def calibrate_head(
     y: np.ndarray,
     langs: np.ndarray,
     labels: list[str],
-    cfg: DictConfig,
+    cfg: CalibrateConfig,
     out_of_scope: np.ndarray,
 ) -> dict:
     """Fit one head's temperature(s) on its labelled calib rows, then its thresholds on those
@@ -81,7 +81,7 @@ def calibrate_head(
     return head
 
 
-def run(cfg: DictConfig) -> Path:
+def run(cfg: Config) -> Path:
     """Calibrate the checkpoint of ``cfg.calibrate.checkpoint``; return the calibration file."""
     checkpoint, out_file = Path(cfg.calibrate.checkpoint), Path(cfg.calibrate.out_file)
     predictor = load_predictor(checkpoint)

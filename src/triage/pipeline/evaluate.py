@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig
 
+from triage.config import Config, EvaluateConfig
 from triage.data.splits import label_ids, load_split
 from triage.io import write_atomic, write_json
 from triage.modeling import plots
@@ -64,7 +64,7 @@ def evaluate_head(
     thresholds: np.ndarray,
     head: str,
     split: str,
-    cfg: DictConfig,
+    cfg: EvaluateConfig,
 ) -> tuple[dict[str, float], np.ndarray, np.ndarray, list[str]]:
     """All metrics of one head on its labelled rows, at ``thresholds`` (per row and class);
     calibrated probabilities and decisions for every row; the flags raised."""
@@ -109,7 +109,7 @@ def evaluate_head(
     return metrics, probs, auto_all, flags
 
 
-def run(cfg: DictConfig) -> Path:
+def run(cfg: Config) -> Path:
     """Evaluate ``cfg.evaluate.checkpoint`` with its calibration; return the output folder."""
     ecfg = cfg.evaluate
     checkpoint, out_dir, split = Path(ecfg.checkpoint), Path(ecfg.out_dir), ecfg.split
@@ -224,7 +224,7 @@ def write_plots(
     labels: dict[str, list[str]],
     metrics: dict[str, float],
     split: str,
-    cfg: DictConfig,
+    cfg: EvaluateConfig,
 ) -> list[Path]:
     """PNG figures and their CSV data (for ``dvc plots``) per head."""
     folder.mkdir(parents=True, exist_ok=True)

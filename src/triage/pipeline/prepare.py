@@ -12,9 +12,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from omegaconf import DictConfig
-
-from triage.config import to_container
+from triage.config import Config, to_container
 from triage.data.build import build_dataset
 from triage.data.splits import save_splits
 from triage.io import write_json
@@ -23,7 +21,7 @@ from triage.schema import SPLITS
 log = logging.getLogger(__name__)
 
 
-def run(cfg: DictConfig) -> Path:
+def run(cfg: Config) -> Path:
     """Prepare the data of ``cfg.data``; return the output folder."""
     data_cfg = to_container(cfg.data)
     out_dir = Path(data_cfg["out_dir"])

@@ -24,10 +24,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from triage.config import to_container, to_yaml
+from triage.config import Config, to_container, to_yaml
 from triage.data.splits import label_ids, load_labels, load_split
 from triage.encoder.resolve import resolve_encoder
 from triage.errors import ConfigError
@@ -138,7 +137,7 @@ def monitored(metrics: dict[str, float], heads: list[str], monitor: str, split: 
     return metrics[f"{split}/{monitor}/macro_f1"]
 
 
-def run(cfg: DictConfig, on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> Path:
+def run(cfg: Config, on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> Path:
     """Train on ``cfg.data`` and write the best checkpoint to ``cfg.train.out_dir``.
 
     ``on_epoch(epoch, metrics)``, if given, sees each epoch's validation metrics (a sweep's

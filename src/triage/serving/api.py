@@ -48,9 +48,9 @@ import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from omegaconf import DictConfig
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from triage.config import Config
 from triage.serving.api_models import (
     ClassifyResponse,
     ErrorResponse,
@@ -233,7 +233,7 @@ def _package_version() -> str:
         return "0+unknown"
 
 
-def run(cfg: DictConfig) -> None:
+def run(cfg: Config) -> None:
     """``triage serve``: serve ``cfg.serve.bundle`` with uvicorn in the foreground."""
     import uvicorn
 

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from omegaconf import DictConfig
 from tqdm import tqdm
 
+from triage.config import Config
 from triage.errors import TriageError
 from triage.serving.record import PREDICTION_FIELDS, Prediction
 from triage.serving.runtime import Runtime
@@ -302,7 +302,7 @@ def classify_file(
     return counts
 
 
-def run(cfg: DictConfig) -> Path:
+def run(cfg: Config) -> Path:
     """``triage classify``: classify ``cfg.classify.input`` into ``cfg.classify.output``."""
     ccfg = cfg.classify
     if not ccfg.input:

@@ -21,9 +21,8 @@ from typing import Any
 
 import optuna
 import yaml
-from omegaconf import DictConfig
 
-from triage.config import load_config, to_container
+from triage.config import Config, load_config, to_container
 from triage.errors import ConfigError
 from triage.io import write_atomic
 from triage.sweep.study import (
@@ -55,7 +54,7 @@ def changes(trained: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]
     return out
 
 
-def run(cfg: DictConfig) -> Path:
+def run(cfg: Config) -> Path:
     """Write the best trial's experiment file; return its path."""
     scfg = require_sweep(cfg)
     root = Path(cfg.paths.root)

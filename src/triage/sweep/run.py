@@ -30,9 +30,8 @@ import logging
 from pathlib import Path
 
 import optuna
-from omegaconf import DictConfig
 
-from triage.config import to_container, to_yaml
+from triage.config import Config, to_container, to_yaml
 from triage.errors import MissingInputError
 from triage.io import write_atomic
 from triage.sweep.space import parse_search_space
@@ -53,7 +52,7 @@ from triage.tracking import Runs, flatten, git_state
 log = logging.getLogger(__name__)
 
 
-def run(cfg: DictConfig, overrides: list[str]) -> Path:
+def run(cfg: Config, overrides: list[str]) -> Path:
     """Run (or resume) the sweep of ``cfg.sweep`` until ``sweep.n_trials`` trials have finished;
     return the sweep folder.
 

@@ -7,9 +7,8 @@ import warnings
 from pathlib import Path
 
 import optuna
-from omegaconf import DictConfig
 
-from triage.config import to_container
+from triage.config import Config, SweepConfig, to_container
 from triage.errors import ConfigError
 from triage.sweep.objective import Objective
 
@@ -20,7 +19,7 @@ FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 MAX_RETRY = 1  # a failed trial runs once more with the same values; a failed retry does not
 
 
-def require_sweep(cfg: DictConfig) -> DictConfig:
+def require_sweep(cfg: Config) -> SweepConfig:
     """``cfg.sweep``, or an error that lists the search spaces."""
     if cfg.sweep is None:
         spaces = sorted(p.stem for p in (Path(cfg.paths.root) / "configs" / "sweep").glob("*.yaml"))
@@ -28,12 +27,12 @@ def require_sweep(cfg: DictConfig) -> DictConfig:
     return cfg.sweep
 
 
-def objective_of(cfg: DictConfig) -> Objective:
+def objective_of(cfg: Config) -> Objective:
     """The sweep's objective, checked against the calibration's FPR target."""
     return Objective(**to_container(cfg.sweep.objective), fpr_target=cfg.calibrate.fpr_target)
 
 
-def storage(scfg: DictConfig) -> optuna.storages.RDBStorage:
+def storage(scfg: SweepConfig) -> optuna.storages.RDBStorage:
     """The study's database, with heartbeats: a trial whose worker died (no heartbeat for three
     intervals) is marked failed and queued again with the same values."""
     if scfg.storage.startswith("sqlite:///"):

@@ -10,8 +10,8 @@ from typing import Any
 
 import optuna
 import pandas as pd
-from omegaconf import DictConfig
 
+from triage.config import Config
 from triage.io import write_atomic, write_json
 from triage.sweep.objective import Objective
 from triage.sweep.space import override_key
@@ -96,7 +96,7 @@ def plots(study: optuna.Study, out_dir: Path) -> list[Path]:
 def report(
     study: optuna.Study,
     space: dict[str, Any],
-    cfg: DictConfig,
+    cfg: Config,
     runs: Runs,
     parent: str | None,
     overrides: list[str],

@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from omegaconf import DictConfig
 
-from triage.config import load_config, to_container, to_yaml
+from triage.config import Config, SweepConfig, load_config, to_container, to_yaml
 from triage.errors import ConfigError
 from triage.io import write_atomic
 from triage.pipeline.calibrate import run as calibrate
@@ -33,7 +32,7 @@ from triage.tracking import Runs, nested_under, read_run_id
 log = logging.getLogger(__name__)
 
 
-def trial_base(overrides: list[str], scfg: DictConfig, space: dict[str, Any]) -> list[str]:
+def trial_base(overrides: list[str], scfg: SweepConfig, space: dict[str, Any]) -> list[str]:
     """What every trial composes before its sampled values: ``sweep.overrides``, then the
     command's overrides without the sweep's own (so a trial's run holds the pipeline config).
 
@@ -82,7 +81,7 @@ def trial_paths(folder: Path, study_name: str, number: int) -> list[str]:
     ]
 
 
-def run_trial(trial: optuna.Trial, base: list[str], cfg: DictConfig, parent: str | None) -> float:
+def run_trial(trial: optuna.Trial, base: list[str], cfg: Config, parent: str | None) -> float:
     """Train, calibrate and evaluate one sampled config; its objective value."""
     scfg, root = cfg.sweep, Path(cfg.paths.root)
     space = parse_search_space(list(scfg.params))
@@ -95,7 +94,7 @@ def run_trial(trial: optuna.Trial, base: list[str], cfg: DictConfig, parent: str
     tcfg = load_config([*base, *chosen, *trial_paths(folder, scfg.study_name, trial.number)], root)
     write_atomic(folder / "config.yaml", lambda p: p.write_text(to_yaml(tcfg)))
     trial.set_user_attr(
-        CONFIG_ATTR, {"data": tcfg.data.name, **{g: to_container(tcfg[g]) for g in PROMOTED_GROUPS}}
+        CONFIG_ATTR, {"data": tcfg.data.name, **{g: to_container(getattr(tcfg, g)) for g in PROMOTED_GROUPS}}
     )
     log.info("trial %d: %s", trial.number, values)
     runs = Runs(tcfg.tracking.enabled, tcfg.tracking.uri, tcfg.tracking.experiment, root)

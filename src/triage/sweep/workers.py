@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from omegaconf import DictConfig
 
-from triage.config import load_config, to_container
+from triage.config import SweepConfig, SweepPrunerConfig, load_config, to_container
 from triage.errors import ConfigError
 from triage.sweep.space import parse_search_space
 from triage.sweep.study import FINISHED, PARENT_ATTR, count, storage
@@ -29,7 +28,7 @@ LAUNCHERS = ("local", "slurm")
 PRUNERS = ("median", "hyperband", "none")
 
 
-def check(scfg: DictConfig) -> None:
+def check(scfg: SweepConfig) -> None:
     """Fail before the first trial on a launcher, worker count or storage that cannot work."""
     if scfg.launcher not in LAUNCHERS:
         raise ConfigError(f"sweep.launcher={scfg.launcher!r}: use one of {LAUNCHERS}")
@@ -43,7 +42,7 @@ def check(scfg: DictConfig) -> None:
         )
 
 
-def pruner(pcfg: DictConfig) -> optuna.pruners.BasePruner:
+def pruner(pcfg: SweepPrunerConfig) -> optuna.pruners.BasePruner:
     if pcfg.name == "median":
         return optuna.pruners.MedianPruner(
             n_startup_trials=pcfg.n_startup_trials, n_warmup_steps=pcfg.n_warmup_steps
@@ -112,7 +111,7 @@ def work(overrides: list[str], root: str, worker: int = 0, threads: int | None =
     return ran
 
 
-def launch(scfg: DictConfig, overrides: list[str], root: Path, study: optuna.Study) -> None:
+def launch(scfg: SweepConfig, overrides: list[str], root: Path, study: optuna.Study) -> None:
     """Run the workers: in this process (one local worker) or through submitit, waiting for
     them; Ctrl-C cancels them."""
     if scfg.launcher == "local" and scfg.n_jobs == 1:

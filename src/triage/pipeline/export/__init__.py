@@ -37,9 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig
 
-from triage.config import to_container
+from triage.config import Config, to_container
 from triage.data.splits import label_ids, load_split
 from triage.errors import ConfigError, GateError
 from triage.io import write_json
@@ -58,7 +57,7 @@ from triage.tracking import add_to_checkpoint_run
 log = logging.getLogger(__name__)
 
 
-def run(cfg: DictConfig) -> Path:
+def run(cfg: Config) -> Path:
     """Export ``cfg.export.checkpoint`` with its calibration; return the bundle folder."""
     ecfg = cfg.export
     checkpoint, out_dir = Path(ecfg.checkpoint), Path(ecfg.out_dir)

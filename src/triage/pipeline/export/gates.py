@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig
 
+from triage.config import ExportGateConfig
 from triage.modeling.metrics import (
     automation_report,
     coverage_at,
@@ -74,7 +74,7 @@ def gate(
     candidate: dict[str, np.ndarray],
     targets: dict[str, np.ndarray],
     labels: dict[str, list[str]],
-    limits: DictConfig,
+    limits: ExportGateConfig,
     n_bins: int,
 ) -> tuple[dict[str, float], list[str]]:
     """A smaller bundle against the fp32 graph on the same messages.

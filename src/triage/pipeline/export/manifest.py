@@ -10,8 +10,8 @@ from importlib.metadata import version
 from pathlib import Path
 
 import onnx
-from omegaconf import DictConfig
 
+from triage.config import Config
 from triage.io import atomic_folder, sha256_file
 from triage.pipeline.export.card import model_card
 from triage.schema import SPLITS
@@ -42,7 +42,7 @@ def served_thresholds(table: dict) -> dict[str, float | None]:
 
 
 def build_manifest(
-    cfg: DictConfig,
+    cfg: Config,
     meta: dict,
     checkpoint: Path,
     calibration: dict,
