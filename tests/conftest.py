@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
@@ -125,7 +126,7 @@ def pipeline(root, tiny_encoder, tmp_path_factory):
     train(cfg)
     # the baseline through the same calibrate and evaluate stages
     baseline(cfg)
-    base = cfg.copy()
+    base = copy.deepcopy(cfg)
     base.calibrate.checkpoint = base.evaluate.checkpoint = f"{tmp}/baseline/checkpoint"
     base.calibrate.out_file = base.evaluate.calibration = f"{tmp}/baseline/calibration.json"
     base.evaluate.out_dir = f"{tmp}/baseline/evaluation"
@@ -147,7 +148,7 @@ def bundle(pipeline) -> Path:
     from triage.pipeline.export import run as export
 
     cfg, tmp, _ = pipeline
-    cfg = cfg.copy()
+    cfg = copy.deepcopy(cfg)
     cfg.export.out_dir = f"{tmp}/onnx"
     cfg.export.report = f"{tmp}/export.json"
     cfg.export.quantize = False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -215,7 +216,7 @@ def test_parity_failures_name_what_broke():
 
 def test_failed_parity_gate_writes_no_bundle(pipeline, monkeypatch, tmp_path):
     cfg, _tmp, _ = pipeline
-    cfg = cfg.copy()
+    cfg = copy.deepcopy(cfg)
     cfg.export.out_dir = str(tmp_path / "onnx")
     cfg.export.report = str(tmp_path / "export.json")
     cfg.export.quantize = cfg.export.trim_vocab = False
@@ -233,7 +234,7 @@ def test_failed_parity_gate_writes_no_bundle(pipeline, monkeypatch, tmp_path):
 
 def test_a_broken_routing_table_stops_the_export(pipeline, tmp_path):
     cfg, _tmp, _ = pipeline
-    cfg = cfg.copy()
+    cfg = copy.deepcopy(cfg)
     cfg.export.out_dir = str(tmp_path / "onnx")
     cfg.export.report = str(tmp_path / "export.json")
     cfg.tracking.enabled = False
@@ -245,7 +246,7 @@ def test_a_broken_routing_table_stops_the_export(pipeline, tmp_path):
 
 def test_the_baseline_does_not_export(pipeline, tmp_path):
     cfg, tmp, _ = pipeline
-    cfg = cfg.copy()
+    cfg = copy.deepcopy(cfg)
     cfg.export.checkpoint = str(tmp / "baseline" / "checkpoint")
     cfg.export.out_dir = str(tmp_path / "onnx")
     with pytest.raises(ConfigError, match="only transformer checkpoints export"):
@@ -256,7 +257,7 @@ def test_int8_candidate_goes_through_the_gate(pipeline, tmp_path):
     """Int8 is tried and judged by the gate; shipped only when it passes every limit (the tiny
     model passes on some machines and not on others, so both outcomes are checked as such)."""
     cfg, _tmp, _ = pipeline
-    cfg = cfg.copy()
+    cfg = copy.deepcopy(cfg)
     cfg.export.out_dir = str(tmp_path / "onnx")
     cfg.export.report = str(tmp_path / "export.json")
     cfg.export.quantize, cfg.export.trim_vocab = True, False
@@ -292,7 +293,7 @@ def test_bundle_numbers_are_the_served_ones_when_a_language_keeps_its_temperatur
     fit = calibration["heads"]["intent"]
     fit["languages"]["nl"] = {"temperature": 3 * fit["temperature"], "own": True, "why": "test"}
     (tmp_path / "calibration.json").write_text(json.dumps(calibration))
-    cfg = cfg.copy()
+    cfg = copy.deepcopy(cfg)
     cfg.tracking.enabled = False
     cfg.evaluate.calibration = cfg.export.calibration = str(tmp_path / "calibration.json")
     cfg.evaluate.out_dir, cfg.evaluate.compare_with = str(tmp_path / "evaluation"), None

@@ -3,6 +3,7 @@ conftest.py): prepare, train, baseline, calibrate, evaluate, tracked in one MLfl
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -147,7 +148,7 @@ def test_evaluate_flags_a_class_whose_automated_decisions_break_the_target(pipel
             entry["threshold"] = 0.0
     calibration["heads"]["intent"]["thresholds"]["spam"]["threshold"] = math.inf
     save_calibration(tmp_path / "calibration.json", calibration)
-    cfg = cfg.copy()
+    cfg = copy.deepcopy(cfg)
     cfg.evaluate.calibration = str(tmp_path / "calibration.json")
     cfg.evaluate.out_dir = str(tmp_path / "evaluation")
     cfg.tracking.enabled = False
@@ -169,7 +170,7 @@ def test_evaluate_flags_a_class_whose_automated_decisions_break_the_target(pipel
 
 def test_out_of_scope_messages_are_scored_by_abstention(pipeline, tmp_path):
     cfg, _, _ = pipeline
-    cfg = cfg.copy()
+    cfg = copy.deepcopy(cfg)
     # treat every test message as out of scope
     cfg.data.out_of_scope_sources = ["authored", "authored_round2", "authored_round3"]
     cfg.evaluate.out_dir = str(tmp_path / "evaluation")
