@@ -10,12 +10,15 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 
-def write_atomic(path: Path, write: Any) -> None:
-    """Write a file through ``write(tmp_path)`` into a temporary sibling, then rename it into
-    place: a crash leaves the old file or the new one, never half of one."""
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path`` to write; when the block ends without error it is
+    renamed into place, otherwise deleted: a crash leaves the old file or the new one, never
+    half of one."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -23,11 +26,25 @@ def write_atomic(path: Path, write: Any) -> None:
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
     try:
-        write(Path(tmp))
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_atomic(path: Path, write: Any) -> None:
+    """Write a file through ``write(tmp_path)`` (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        write(tmp)
+
+
+@contextmanager
+def atomic_text(path: Path) -> Iterator[IO[str]]:
+    """A text file (UTF-8) to stream into, that replaces ``path`` only when the block ends
+    without error (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8", newline="") as f:
+        yield f
 
 
 @contextmanager

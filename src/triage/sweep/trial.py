@@ -94,7 +94,8 @@ def run_trial(trial: optuna.Trial, base: list[str], cfg: Config, parent: str | N
     tcfg = load_config([*base, *chosen, *trial_paths(folder, scfg.study_name, trial.number)], root)
     write_atomic(folder / "config.yaml", lambda p: p.write_text(to_yaml(tcfg)))
     trial.set_user_attr(
-        CONFIG_ATTR, {"data": tcfg.data.name, **{g: to_container(getattr(tcfg, g)) for g in PROMOTED_GROUPS}}
+        CONFIG_ATTR,
+        {"data": tcfg.data.name, **{g: to_container(getattr(tcfg, g)) for g in PROMOTED_GROUPS}},
     )
     log.info("trial %d: %s", trial.number, values)
     runs = Runs(tcfg.tracking.enabled, tcfg.tracking.uri, tcfg.tracking.experiment, root)
