@@ -71,6 +71,7 @@ def reviewed(root, tmp_path_factory):
     return cfg, tmp, records, truth, batch_id
 
 
+@pytest.mark.slow
 def test_report_numbers_cover_the_truth(reviewed):
     cfg, tmp, records, truth, batch_id = reviewed
     out = auditreport.run(cfg)
@@ -146,6 +147,7 @@ def test_report_numbers_cover_the_truth(reviewed):
     assert {"audit/report.html", "audit/report.md", "audit/metrics.json"} <= artifacts
 
 
+@pytest.mark.slow
 def test_export_holds_back_conflicts_and_prepare_reads_it(reviewed, root):
     cfg, tmp, _, truth, batch_id = reviewed
     path = auditexport.run(cfg)
@@ -192,6 +194,7 @@ def test_export_holds_back_conflicts_and_prepare_reads_it(reviewed, root):
     assert "feedback" not in report["read_per_source"] and len(frame) > 1000
 
 
+@pytest.mark.slow
 def test_export_versions_the_file_with_dvc(tmp_path):
     """In a DVC project, the exported file gets its .dvc file (to commit) and DVC's cache."""
     import subprocess

@@ -270,6 +270,7 @@ def prepared(root: Path, out: Path, *overrides: str) -> dict[str, pd.DataFrame]:
     return {s: load_split(out, s) for s in SPLITS}
 
 
+@pytest.mark.slow
 def test_prepare_authored_without_public_data(root, tmp_path, monkeypatch):
     monkeypatch.setenv("TRIAGE_DATA_ROOT", str(tmp_path / "no-shared-here"))
     splits = prepared(root, tmp_path / "a")

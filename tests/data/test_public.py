@@ -30,6 +30,7 @@ def run_prepare(root, tmp_path, data: str) -> tuple[pd.DataFrame, dict, dict]:
     )
 
 
+@pytest.mark.slow
 def test_social_mixes_sources_with_both_languages_in_every_split(root, tmp_path):
     frame, labels, report = run_prepare(root, tmp_path, "social")
     for split in SPLITS:
@@ -63,6 +64,7 @@ def test_social_mixes_sources_with_both_languages_in_every_split(root, tmp_path)
 @pytest.mark.parametrize(
     ("data", "n_labels", "n_test"), [("banking77", 77, 3080), ("clinc150", 150, 4500)]
 )
+@pytest.mark.slow
 def test_benchmarks_keep_their_original_test_split(root, tmp_path, data, n_labels, n_test):
     frame, labels, _ = run_prepare(root, tmp_path, data)
     assert len(labels["intent"]) == n_labels and "sentiment" not in labels

@@ -53,6 +53,7 @@ def test_bad_magic_raises_clear_error(tmp_path: Path) -> None:
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_failed_verification_leaves_no_folder(tmp_path: Path, monkeypatch) -> None:
     def refuse(path: Path) -> dict:
         assert path.name.startswith(f".{CONVERTED_DIRNAME}.tmp-")  # verified before publishing

@@ -110,6 +110,7 @@ def test_freeze(one_head_model):
         freeze(one_head_model, embeddings=False, layers=5)
 
 
+@pytest.mark.slow
 def test_tracking_can_be_switched_off(root, tiny_encoder, tmp_path):
     cfg = load_config(
         [

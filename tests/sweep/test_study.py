@@ -6,11 +6,13 @@ import time
 import warnings
 
 import optuna
+import pytest
 
 from triage.config import load_config
 from triage.sweep.study import retry_failed, storage
 
 
+@pytest.mark.slow
 def test_a_dead_workers_trial_is_queued_again_once(root, tmp_path):
     cfg = load_config(
         ["sweep=quick", "sweep.heartbeat_s=1", f"sweep.storage=sqlite:///{tmp_path}/s.db"],
