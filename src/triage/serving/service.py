@@ -12,6 +12,7 @@ from typing import Any
 
 import anyio
 
+from triage.errors import ConfigError
 from triage.serving.metrics import Metrics
 from triage.serving.predlog import PredictionLog
 from triage.serving.record import Prediction
@@ -62,7 +63,7 @@ class Service:
         try:
             self.predlog = PredictionLog(pcfg.path, pcfg.retention_days)
         except Exception as exc:
-            raise RuntimeError(
+            raise ConfigError(
                 f"cannot open the prediction log {pcfg.path}: {exc}; fix "
                 "serve.prediction_log.path or set serve.prediction_log.enabled=false"
             ) from exc
