@@ -15,7 +15,8 @@ import pytest
 from sqlalchemy import event, select, text
 
 from tests.audit.support import DB_BACKENDS, LABELS, fresh_db_url, make_batch
-from triage.audit.store import AuditDB, AuditError, reviews, verify_token
+from triage.audit.store import AuditDB, AuditError, verify_token
+from triage.audit.store.tables import reviews
 from triage.errors import TriageError
 
 
@@ -218,7 +219,8 @@ def test_a_killed_process_mid_transaction_leaves_nothing(db_url, tmp_path):
         f"""
         import time
         from sqlalchemy import insert
-        from triage.audit.store import AuditDB, reviews
+        from triage.audit.store import AuditDB
+        from triage.audit.store.tables import reviews
         db = AuditDB({url!r})
         with db._write() as conn:
             conn.execute(insert(reviews).values(item_id={items[1]["id"]}, reviewer_id=1,

@@ -35,6 +35,7 @@ from typing import Any
 import yaml
 
 from triage.audit.store import ItemLabel, load_batch, now_iso
+from triage.config import Config
 from triage.io import write_atomic
 from triage.text import UNDETERMINED
 
@@ -131,7 +132,7 @@ def dvc_add(path: Path, root: Path) -> bool:
     return True
 
 
-def run(cfg: Any) -> Path:
+def run(cfg: Config) -> Path:
     """Export ``audit.batch`` (default: the newest) into the feedback folder; return the file."""
     acfg, ecfg = cfg.audit, cfg.audit.export
     batch, items, labels = load_batch(acfg.db_url, acfg.batch)

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from triage.audit.store import AuditDB
+from triage.config import Config
 from triage.data.splits import load_labels, load_split
 from triage.io import write_atomic
 from triage.modeling.tfidf import make_pipeline
@@ -134,7 +135,7 @@ def issue_items(issues: pd.DataFrame, frame: pd.DataFrame) -> list[dict[str, Any
     return list(items.values())
 
 
-def run(cfg: Any) -> pd.DataFrame:
+def run(cfg: Config) -> pd.DataFrame:
     """Rank likely label errors, write the CSV, and push them as a batch when asked."""
     icfg = cfg.audit.issues
     frame = pd.concat(

@@ -24,6 +24,7 @@ from typing import Any
 from xml.sax.saxutils import quoteattr
 
 from triage.audit.store import AuditDB, AuditError
+from triage.config import Config
 from triage.errors import MissingInputError
 from triage.io import write_atomic
 from triage.schema import HEADS
@@ -140,7 +141,7 @@ def import_tasks(db: AuditDB, tasks: list[dict[str, Any]]) -> dict[str, int]:
     return counts
 
 
-def run(cfg: Any) -> Path:
+def run(cfg: Config) -> Path:
     """Export a batch for Label Studio or import its annotations (``audit.labelstudio``)."""
     acfg, lcfg = cfg.audit, cfg.audit.labelstudio
     db = AuditDB(acfg.db_url)

@@ -8,12 +8,11 @@ gives an existing reviewer a new token (the old one and their sessions stop work
 
 from __future__ import annotations
 
-from typing import Any
-
 from triage.audit.store import AuditDB, AuditError
+from triage.config import Config
 
 
-def run(cfg: Any) -> str:
+def run(cfg: Config) -> str:
     """Create (or rotate) the reviewer of ``audit.reviewer`` and print the token."""
     rcfg = cfg.audit.reviewer
     if not rcfg.name:

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from triage.audit.store import AuditDB, AuditError
-from triage.config import to_container
+from triage.config import AuditSampleConfig, Config, to_container
 from triage.errors import ConfigError
 from triage.schema import HEADS
 from triage.serving.predlog import PredictionLog, parse_time
@@ -80,7 +80,7 @@ def latest_per_message(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]
     return [records[i] for i in sorted(last.values())]
 
 
-def assign_strata(records: Sequence[dict[str, Any]], scfg: Any) -> list[str]:
+def assign_strata(records: Sequence[dict[str, Any]], scfg: AuditSampleConfig) -> list[str]:
     """The one stratum of each record: the first of ``scfg.strata`` it matches, else ``rest``.
 
     Args:
@@ -92,7 +92,7 @@ def assign_strata(records: Sequence[dict[str, Any]], scfg: Any) -> list[str]:
     unknown = [name for name in order if name not in STRATA]
     if unknown:
         raise ConfigError(f"audit.sample.strata: unknown strata {unknown}; known: {list(STRATA)}")
-    # plain values once: attribute access on a config node is slow in a loop
+    # plain values once, outside the loop
     band, low = float(scfg.near_band), float(scfg.low_confidence_below)
     negative = scfg.negative_label
     counts = Counter(r["intent"] for r in records)
@@ -184,7 +184,7 @@ def allocate(
 
 
 def draw(
-    records: Sequence[dict[str, Any]], scfg: Any, seed: int
+    records: Sequence[dict[str, Any]], scfg: AuditSampleConfig, seed: int
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Draw a batch from the period's records (see the module docstring).
 
@@ -271,7 +271,7 @@ def item_row(record: dict[str, Any]) -> dict[str, Any]:
     return {**record, "message_created_at": record["created_at"]}
 
 
-def run(cfg: Any) -> str:
+def run(cfg: Config) -> str:
     """Draw a batch from the prediction log into the audit database; return its id."""
     acfg, scfg = cfg.audit, cfg.audit.sample
     start, end = period(scfg.since, scfg.until, int(scfg.days))

@@ -1,8 +1,9 @@
 """Adapters for the public datasets in ``paths.public_data`` (read in place, never copied).
 
-Each adapter knows one dataset's file layout and yields :class:`~triage.data.RawRow` with the
-dataset's own label names; mapping them into the taxonomy is configuration
-(``configs/data/*.yaml``), not code. See ``../shared/data/README.md`` for provenance.
+Each adapter knows one dataset's file layout and yields :class:`~triage.data.readers.RawRow`
+with the dataset's own label names; mapping them into the taxonomy is configuration
+(``configs/data/*.yaml``), not code; :mod:`triage.data.sources` registers them as source
+kinds. See ``../shared/data/README.md`` for provenance.
 """
 
 from __future__ import annotations

@@ -15,7 +15,6 @@ if TYPE_CHECKING:  # torch is imported lazily: resolving a cached folder stays c
 # constants (not against its own config.json, which could be the thing that is wrong).
 HIDDEN = 384
 N_LAYERS = 12
-N_HEADS = 12
 FFN = 1536
 VOCAB = 250037  # embedding rows; the tokenizer itself has 250,002 pieces (XLM-R), as on the hub
 TOKENIZER_PIECES = 250002

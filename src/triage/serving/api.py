@@ -82,7 +82,7 @@ def _error(status: int, detail: str, errors: list[dict[str, str]] | None = None)
 
 
 def create_app(scfg: Any, load: Callable[[], Runtime] | None = None) -> FastAPI:
-    """The FastAPI app for a ``serve`` config node.
+    """The FastAPI app for a ``serve`` config (:class:`triage.config.ServeConfig`).
 
     Args:
         scfg: the ``serve`` config (``cfg.serve``).

@@ -11,7 +11,7 @@ A bundle folder (``models/onnx/`` by default) holds:
     model_card.md   the bundle described for people
     manifest.json   labels, thresholds (pooled and per language), per-language temperatures,
                     margin, max_length, prefix, encoder, run id, data fingerprints, model version,
-                    gates, file hashes: :class:`Manifest`
+                    parity and the bundle's own test numbers, file hashes: :class:`Manifest`
 """
 
 from __future__ import annotations

@@ -30,7 +30,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from triage.errors import TriageError
 from triage.serving.record import PREDICTION_FIELDS
+
+
+class PredictionLogError(TriageError, ValueError):
+    """A prediction log that cannot be used as given (not SQLite, another schema version, a bad
+    time or setting); the message says what to do."""
+
 
 #: the keys of a record, in storage order
 FIELDS: tuple[str, ...] = (
@@ -138,14 +145,14 @@ def parse_time(value: str | datetime) -> datetime:
     """An ISO-8601 string (``Z`` accepted) or a datetime as an aware UTC datetime.
 
     Raises:
-        ValueError: when the string is not ISO-8601.
+        PredictionLogError: when the string is not ISO-8601.
     """
     if isinstance(value, datetime):
         return _utc(value)
     try:
         return _utc(datetime.fromisoformat(value))
     except (TypeError, ValueError) as exc:
-        raise ValueError(
+        raise PredictionLogError(
             f"prediction log: created_at {value!r} is not an ISO-8601 time "
             "(write e.g. 2026-11-16T09:30:00+00:00)"
         ) from exc
@@ -155,16 +162,16 @@ def _row(record: Mapping[str, Any]) -> tuple[Any, ...]:
     """One record as the INSERT parameters; raises ValueError naming what is wrong."""
     unknown = sorted(set(record) - set(FIELDS))
     if unknown:
-        raise ValueError(
+        raise PredictionLogError(
             f"prediction log: unknown record keys {unknown}; a record has only {list(FIELDS)}"
         )
     missing = [key for key in _REQUIRED if record.get(key) is None]
     if missing:
-        raise ValueError(f"prediction log: record lacks the required keys {missing}")
+        raise PredictionLogError(f"prediction log: record lacks the required keys {missing}")
     if not isinstance(record["text"], str):
-        raise ValueError("prediction log: text must be a string")
+        raise PredictionLogError("prediction log: text must be a string")
     if record["decision"] not in DECISIONS:
-        raise ValueError(
+        raise PredictionLogError(
             f"prediction log: decision {record['decision']!r} is not one of {DECISIONS}"
         )
     values = {key: record.get(key) for key in FIELDS}
@@ -212,7 +219,7 @@ class PredictionLog:
 
     def __init__(self, path: str | os.PathLike[str], retention_days: int | None) -> None:
         if retention_days is not None and retention_days <= 0:
-            raise ValueError(
+            raise PredictionLogError(
                 f"prediction log: retention_days must be positive or None, got {retention_days}"
             )
         self.path = Path(path)
@@ -254,7 +261,7 @@ class PredictionLog:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version not in (0, SCHEMA_VERSION):
                 conn.execute("ROLLBACK")
-                raise ValueError(
+                raise PredictionLogError(
                     f"prediction log {self.path}: schema version {version}, this code reads "
                     f"{SCHEMA_VERSION}; upgrade social-triage or point the log at a new file"
                 )
@@ -267,7 +274,7 @@ class PredictionLog:
             raise
         except sqlite3.DatabaseError as exc:  # not an SQLite file
             conn.close()
-            raise ValueError(
+            raise PredictionLogError(
                 f"prediction log {self.path} cannot be opened as SQLite ({exc}); move the file "
                 "away or point the log at another path"
             ) from exc

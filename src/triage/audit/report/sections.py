@@ -25,7 +25,7 @@ def _interval(est: dict[str, float]) -> str:
 
 
 def sections(metrics: dict[str, Any], batch: dict[str, Any]) -> list[Section]:
-    """The report's text, tables and figures from :func:`compute`'s numbers."""
+    """The report's text, tables and figures from :func:`.metrics.compute`'s numbers."""
     states = metrics["states"]
     overview = Section(
         "Batch",

@@ -16,7 +16,7 @@ from triage.audit.report.metrics import compute, flat_metrics
 from triage.audit.report.render import render_html, render_markdown
 from triage.audit.report.sections import Section, sections
 from triage.audit.store import load_batch
-from triage.config import to_container
+from triage.config import Config, to_container
 from triage.io import atomic_folder, write_json
 from triage.serving.predlog import PredictionLog
 
@@ -30,7 +30,7 @@ def _read_optional(path: str | None, what: str) -> pd.DataFrame | None:
     return pd.read_parquet(path)
 
 
-def run(cfg: Any) -> Path:
+def run(cfg: Config) -> Path:
     """Write the report of ``audit.batch`` (default: the newest) and log it to MLflow."""
     from triage.tracking import Tracker
 

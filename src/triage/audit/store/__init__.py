@@ -10,16 +10,7 @@ from triage.audit.store.auth import Reviewer, verify_token
 from triage.audit.store.connection import AuditError, now_iso
 from triage.audit.store.db import AuditDB, load_batch
 from triage.audit.store.reviews import ItemLabel
-from triage.audit.store.tables import (
-    ITEM_FIELDS,
-    batches,
-    claims,
-    items,
-    metadata,
-    reviewers,
-    reviews,
-    sessions,
-)
+from triage.audit.store.tables import ITEM_FIELDS, metadata
 
 __all__ = [
     "ITEM_FIELDS",
@@ -27,14 +18,8 @@ __all__ = [
     "AuditError",
     "ItemLabel",
     "Reviewer",
-    "batches",
-    "claims",
-    "items",
     "load_batch",
     "metadata",
     "now_iso",
-    "reviewers",
-    "reviews",
-    "sessions",
     "verify_token",
 ]

@@ -34,6 +34,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
 
 from triage.audit.store import ITEM_FIELDS, AuditDB, AuditError, Reviewer
+from triage.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +237,7 @@ def create_app(db: AuditDB, claim_minutes: float = 10.0, secure_cookie: bool = F
     return app
 
 
-def run(cfg: Any) -> None:
+def run(cfg: Config) -> None:
     """``triage audit-serve``: the review app in the foreground (uvicorn)."""
     import uvicorn
 

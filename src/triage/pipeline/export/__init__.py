@@ -12,7 +12,7 @@ Writes ``{export.out_dir}`` (``models/onnx``), everything a service needs and no
         ``routing.json``     the routing table
         ``manifest.json``    labels, thresholds (pooled and per language), margin, temperatures,
                              max length, input prefix, encoder, run id, data fingerprints,
-                             version, gates, file hashes
+                             version, parity and bundle test numbers, file hashes
         ``model_card.md``    the same for people, with the bundle's own test numbers
        and ``{export.report}`` (``models/export.json``): every gate's numbers, also logged into the
        checkpoint's MLflow run.

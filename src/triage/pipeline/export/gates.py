@@ -19,11 +19,6 @@ from triage.modeling.metrics import (
 from triage.schema import MISSING_LABEL
 
 
-def decisions(probs: np.ndarray, thresholds: np.ndarray, margin: float) -> np.ndarray:
-    """Which rows a head decides automatically (see :func:`triage.modeling.metrics.coverage_at`)."""
-    return coverage_at(probs, thresholds, margin)
-
-
 def parity(
     reference: dict[str, np.ndarray],
     candidate: dict[str, np.ndarray],
@@ -39,8 +34,8 @@ def parity(
         out[f"{head}/top1_agreement"] = float((ref.argmax(1) == cand.argmax(1)).mean())
         out[f"{head}/decision_mismatches"] = float(
             (
-                decisions(ref, thresholds[head], margin)
-                != decisions(cand, thresholds[head], margin)
+                coverage_at(ref, thresholds[head], margin)
+                != coverage_at(cand, thresholds[head], margin)
             ).sum()
         )
     return out
