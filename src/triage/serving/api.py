@@ -16,8 +16,9 @@ Endpoints (the OpenAPI schema is served at ``/openapi.json``, docs at ``/docs``)
 Input errors get a 4xx with a one-line ``detail`` naming the field and the limit (and ``errors``,
 one entry per problem), never a 500: 422 for a body that does not validate (empty or
 whitespace-only text, too long, too many messages, wrong types, unknown or missing fields, not
-JSON), 415 for a body that is not ``application/json``, 413 for a body larger than the limits
-allow, 503 while the model is not loaded.
+JSON, a ``lang`` the model does not have), 400 for a body that is not UTF-8, 415 for a body that is
+not ``application/json``, 413 for a body larger than the limits allow, 503 while the model is not
+loaded.
 
 The bundle is loaded in a background thread at start-up so that ``/healthz`` answers at once and
 ``/readyz`` tells when the service can take traffic. Inference runs in a worker thread (one model
@@ -49,6 +50,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException
 
 from triage.config import Config
 from triage.serving.api_models import (
@@ -63,10 +65,13 @@ from triage.serving.bundle import read_manifest
 from triage.serving.limits import BodyLimitMiddleware
 from triage.serving.runtime import Runtime
 from triage.serving.service import Service
+from triage.text import UNDETERMINED
 
 log = logging.getLogger(__name__)
 
 PURGE_EVERY_S = 24 * 3600
+#: FastAPI's 400 for a JSON body it cannot decode (in practice: not UTF-8)
+_BODY_PARSE_ERROR = "There was an error parsing the body"
 
 
 def _loc(parts: tuple | list) -> str:
@@ -79,6 +84,15 @@ def _loc(parts: tuple | list) -> str:
 
 def _error(status: int, detail: str, errors: list[dict[str, str]] | None = None) -> JSONResponse:
     return JSONResponse({"detail": detail, "errors": errors or []}, status_code=status)
+
+
+def _unknown_langs(messages: list[Any], allowed: list[str]) -> list[dict[str, str]]:
+    """One error per message whose ``lang`` is not among ``allowed`` (compared in lower case)."""
+    return [
+        {"loc": f"messages[{i}].lang", "msg": f"{m.lang!r} is not one of {', '.join(allowed)}"}
+        for i, m in enumerate(messages)
+        if m.lang is not None and m.lang.strip().lower() not in allowed
+    ]
 
 
 def create_app(scfg: Any, load: Callable[[], Runtime] | None = None) -> FastAPI:
@@ -128,12 +142,26 @@ def create_app(scfg: Any, load: Callable[[], Runtime] | None = None) -> FastAPI:
     errors_4xx: dict[int | str, dict[str, Any]] = {
         code: {"model": ErrorResponse, "description": what}
         for code, what in (
+            (400, "Body is not UTF-8"),
             (413, "Body too large"),
             (415, "Body is not JSON"),
             (422, "Invalid request: the detail names the field"),
             (503, "The model is not loaded (yet)"),
         )
     }
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        """FastAPI's own errors (400, 404, 405) in the shape of the others."""
+        if exc.status_code in (204, 304):
+            return Response(status_code=exc.status_code, headers=exc.headers)
+        detail, errors = str(exc.detail), []
+        if exc.status_code == 400 and exc.detail == _BODY_PARSE_ERROR:
+            msg = "not UTF-8; send the JSON body encoded as UTF-8"
+            detail, errors = f"invalid request: body: {msg}", [{"loc": "body", "msg": msg}]
+        response = _error(exc.status_code, detail, errors)
+        response.headers.update(exc.headers or {})
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -201,6 +229,10 @@ def create_app(scfg: Any, load: Callable[[], Runtime] | None = None) -> FastAPI:
         if service.runtime is None:
             return not_ready()
         messages = body.messages
+        allowed = [*service.runtime.languages, UNDETERMINED]
+        if errors := _unknown_langs(messages, allowed):
+            shown = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors[:5])
+            return _error(422, f"invalid request: {shown} (or omit lang to detect it)", errors)
         predictions = await anyio.to_thread.run_sync(
             service.classify, messages, limiter=service.model_slot
         )

@@ -77,6 +77,13 @@ class Status(BaseModel):
     model_version: str | None = None
 
 
+#: the longest ``id`` and ``channel`` a message may carry (characters)
+MAX_ID_CHARS, MAX_CHANNEL_CHARS = 200, 64
+#: bytes one character can take in a JSON body: an astral character (an emoji) sent
+#: ``\u``-escaped (as Python's ``json.dumps`` does by default) is a surrogate pair, ``\uXXXX\uXXXX``
+JSON_BYTES_PER_CHAR = 12
+
+
 def request_models(max_batch: int, max_text_chars: int) -> type[BaseModel]:
     """The request body model with the configured limits (so that the schema shows them)."""
 
@@ -86,15 +93,18 @@ def request_models(max_batch: int, max_text_chars: int) -> type[BaseModel]:
             min_length=1, max_length=max_text_chars, description="The message as sent"
         )
         id: StrictStr | None = Field(
-            None, min_length=1, max_length=200, description="Your id for the message (logged)"
+            None, min_length=1, max_length=MAX_ID_CHARS, description="Your id for the message (logged)"
         )
         lang: StrictStr | None = Field(
             None,
             pattern=r"^[A-Za-z]{2,3}$",
-            description="ISO 639-1 code; omitted: detected among the model's languages",
+            description="One of the model's languages (GET /v1/model), or und (undetermined: "
+            "pooled thresholds); omitted or null: detected among the model's languages",
         )
         channel: StrictStr | None = Field(
-            None, max_length=64, description="Where it came from (instagram, x, ...); logged"
+            None,
+            max_length=MAX_CHANNEL_CHARS,
+            description="Where it came from (instagram, x, ...); logged"
         )
 
         @field_validator("text")
@@ -116,6 +126,8 @@ def request_models(max_batch: int, max_text_chars: int) -> type[BaseModel]:
 
 
 def max_body_bytes(max_batch: int, max_text_chars: int) -> int:
-    """The largest body a request at the limits needs, JSON-escaped at worst (``\\uXXXX``: 6 bytes
-    per character)."""
-    return max_batch * (max_text_chars * 6 + 1024) + 4096
+    """The largest body a request at the limits needs: every ``text``, ``id`` and ``channel`` at
+    its longest and JSON-escaped at worst (:data:`JSON_BYTES_PER_CHAR`), plus room for the keys,
+    the other fields and whitespace."""
+    chars = max_text_chars + MAX_ID_CHARS + MAX_CHANNEL_CHARS
+    return max_batch * (chars * JSON_BYTES_PER_CHAR + 1024) + 4096
