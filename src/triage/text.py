@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import cache
 
 from triage.errors import ConfigError
@@ -39,9 +39,50 @@ def dedup_key(text: str) -> str:
     return key or clean_text(folded)
 
 
+def _iban_valid(candidate: str) -> bool:
+    """ISO 13616 shape (2 letters, 2 check digits, 11-30 alphanumerics) and ISO 7064 mod-97."""
+    iban = candidate.replace(" ", "").upper()
+    if not 15 <= len(iban) <= 34:
+        return False
+    digits = "".join(str(int(char, 36)) for char in iban[4:] + iban[:4])
+    return int(digits) % 97 == 1
+
+
+def _luhn_valid(candidate: str) -> bool:
+    """13-19 digits (separators dropped) whose Luhn checksum holds."""
+    digits = [int(char) for char in candidate if char.isdigit()]
+    if not 13 <= len(digits) <= 19:
+        return False
+    total = 0
+    for position, digit in enumerate(reversed(digits)):
+        if position % 2:
+            digit = digit * 2 - 9 if digit > 4 else digit * 2
+        total += digit
+    return total % 10 == 0
+
+
+def _checked(placeholder: str, valid: Callable[[str], bool]) -> Callable[[re.Match[str]], str]:
+    """A replacement that masks the longest part of a match, cut at a separator, whose checksum
+    holds, and keeps the rest: the pattern may take in a group that follows the number
+    ("NL91 ABNA 0417 1643 00 voor", "4111 1111 1111 1111 12/27"). No valid part: kept as is."""
+
+    def replace(match: re.Match[str]) -> str:
+        found = match.group()
+        cuts = [len(found), *(i for i in range(len(found) - 1, 0, -1) if found[i] in " -")]
+        for cut in cuts:
+            if valid(found[:cut]):
+                return placeholder + found[cut:]
+        return found
+
+    return replace
+
+
 # PII patterns, applied in this order (URLs before emails and handles, so that an @ inside a URL
 # is masked once). Placeholders are plain words in angle brackets that survive tokenisation.
-_PII_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
+# IBANs and card numbers carry a checksum and are masked only where it holds, so that words and
+# order numbers of the same shape stay; they come before phones, whose rule would otherwise eat
+# the digit groups of "NL91 ABNA 0417 1643 00" and leave the rest in clear.
+_PII_PATTERNS: tuple[tuple[str | Callable[[re.Match[str]], str], re.Pattern[str]], ...] = (
     (
         "<URL>",
         re.compile(
@@ -52,6 +93,17 @@ _PII_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
     ("<EMAIL>", re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")),
     ("<USER>", re.compile(r"(?<![\w@])@[A-Za-z0-9_.]{2,30}")),
+    # IBAN, unspaced or in groups of four: NL91ABNA0417164300, NL91 ABNA 0417 1643 00
+    (
+        _checked("<IBAN>", _iban_valid),
+        re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b", re.I),
+    ),
+    # payment card, unspaced or in groups split by one kind of separator: 4111 1111 1111 1111,
+    # 4111-1111-1111-1111, 3782 822463 10005 (a card number never starts with 0, a phone does)
+    (
+        _checked("<CARD>", _luhn_valid),
+        re.compile(r"(?<![\w+])(?:[1-9]\d{12,18}|[1-9]\d{3}([ -])\d{1,6}(?:\1\d{1,6}){1,3})(?!\w)"),
+    ),
     # phone numbers, before order numbers (whose digit runs they contain):
     # +31 6 12345678, 06-12345678, (020) 123 4567, +32 470 12 34 56
     ("<PHONE>", re.compile(r"(?:\+\d{2}[\s-]?|\b0)\(?\d{1,3}\)?(?:[\s-]?\d{2,4}){2,4}\b")),
@@ -62,7 +114,9 @@ _PII_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
 
 
 def mask_pii(text: str) -> str:
-    """Replace URLs, emails, @handles, order-like numbers and phone numbers by placeholders."""
+    """Replace URLs, emails, @handles, IBANs, payment card numbers, phone numbers and order-like
+    numbers by placeholders (``<URL>``, ``<EMAIL>``, ``<USER>``, ``<IBAN>``, ``<CARD>``,
+    ``<PHONE>``, ``<ORDER>``); IBANs and cards only where their checksum holds."""
     for placeholder, pattern in _PII_PATTERNS:
         text = pattern.sub(placeholder, text)
     return text
