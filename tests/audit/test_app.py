@@ -9,9 +9,11 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.audit.support import DB_BACKENDS, LiveApp, fresh_db_url, make_batch
+from tests.audit.support import DB_BACKENDS, LiveApp, audit_overrides, fresh_db_url, make_batch
 from triage.audit.store import AuditDB
-from triage.audit.web.app import create_app
+from triage.audit.store.tables import NAME_MAX
+from triage.audit.web.app import NOTE_MAX, create_app
+from triage.cli import main
 
 
 @pytest.fixture(params=DB_BACKENDS)
@@ -149,3 +151,40 @@ def test_many_reviewers_at_once_on_a_live_server(db_url):
     assert len(posted) == sum(i["reviews_required"] for i in items)
     assert db.progress("b1")["done"] == 60
     db.close()
+
+
+def test_refused_bodies_get_a_clean_422_that_says_what_is_needed(setup):
+    db, items, tokens = setup
+    client = TestClient(create_app(db))
+    raw = {"content-type": "application/json"}
+    # a lone surrogate: the 422 says what is wrong and where, without echoing the input (which
+    # cannot even be encoded as UTF-8)
+    bad_name = client.post("/api/session", content=b'{"name":"\\ud800","token":"x"}', headers=raw)
+    assert bad_name.status_code == 422, bad_name.text
+    assert bad_name.json()["detail"][0]["loc"] == ["body", "name"]
+    assert "input" not in bad_name.json()["detail"][0]
+    # the sign-in limit is add_reviewer's: stripped, at most NAME_MAX characters
+    long = "n" * (NAME_MAX + 1)
+    assert client.post("/api/session", json={"name": long, "token": "x"}).status_code == 422
+    name = "n" * NAME_MAX
+    token = db.add_reviewer(name)
+    assert client.post("/api/session", json={"name": f" {name} ", "token": token}).is_success
+    client = signed_in(create_app(db), "alice", tokens["alice"])
+    url = f"/api/items/{items[0]['id']}/reviews"
+    bad_note = client.post(url, content=b'{"unclear":true,"note":"\\udc00"}', headers=raw)
+    assert bad_note.status_code == 422 and "input" not in bad_note.json()["detail"][0]
+    empty = client.post(url, json={})
+    assert empty.status_code == 422
+    assert "needs an intent and/or a sentiment" in empty.json()["detail"][0]["msg"]
+    too_long = client.post(url, json={"unclear": True, "note": "x" * (NOTE_MAX + 1)})
+    assert too_long.status_code == 422 and str(NOTE_MAX) in too_long.json()["detail"][0]["msg"]
+    assert db.history("b1") == []  # nothing refused was saved
+    nul = client.post(url, json={"unclear": True, "note": "a\x00b"})
+    assert nul.status_code == 200 and nul.json()["review"]["note"] == "a\ufffdb"
+
+
+def test_audit_reviewer_refuses_a_long_name_in_one_line(tmp_path, capsys):
+    name = "n" * (NAME_MAX + 1)
+    assert main(["audit-reviewer", f"audit.reviewer.name={name}", *audit_overrides(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"at most {NAME_MAX} characters" in err

@@ -156,3 +156,24 @@ def test_review_a_batch_with_the_keyboard(app_with_batch):
     assert [r["status"] for r in by_item["m4"]] == ["accepted"]
     assert {r["reviewer"] for r in history} == {"anna"}
     assert db.progress("week47")["done"] == 5
+
+
+def test_a_refused_save_shows_the_servers_reason_and_keeps_the_note(app_with_batch):
+    from playwright.sync_api import sync_playwright
+
+    db, live, token = app_with_batch
+    note = "x" * 2001
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page()
+        sign_in(page, live.url, "anna", token)
+        open_batch(page, "week47")
+        page.locator("#note").fill(note)  # not cut by the page: the server says why it refuses
+        page.locator("#save").click()
+        status = page.locator("#status")
+        status.filter(has_text="not saved").wait_for(timeout=10_000)
+        assert status.inner_text() == "not saved: note: String should have at most 2000 characters"
+        assert page.locator("#note").input_value() == note
+        assert current_item_id(page) == "m1"
+        browser.close()
+    assert db.history("week47") == []

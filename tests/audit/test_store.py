@@ -16,7 +16,7 @@ from sqlalchemy import event, select, text
 
 from tests.audit.support import DB_BACKENDS, LABELS, fresh_db_url, make_batch
 from triage.audit.store import AuditDB, AuditError, verify_token
-from triage.audit.store.tables import reviews
+from triage.audit.store.tables import NAME_MAX, reviews
 from triage.errors import TriageError
 
 
@@ -258,3 +258,50 @@ def test_errors_say_what_to_do(tmp_path, db):
         db.batch("nope")
     # the CLI prints a TriageError in one line; existing `except ValueError` still catch it
     assert issubclass(AuditError, TriageError) and issubclass(AuditError, ValueError)
+
+
+def test_nul_and_lone_surrogates_are_stored_alike_on_every_backend(db):
+    """A message may carry NUL (valid JSON, logged by the service): PostgreSQL refuses it in
+    text, so the store replaces it (and lone surrogates, which neither backend can encode) by
+    U+FFFD in every field, JSON ones too, and returns the same on SQLite and PostgreSQL."""
+    rows = [
+        {
+            "message_id": "m\x00 1",
+            "text": "hello\x00world \ud800!",
+            "channel": "web\x00",
+            "intent": "spam",
+            "intent_probs": {"spam": 0.9, "odd\x00key": 0.1},
+            "stratum": "rest",
+            "in_control": True,
+            "inclusion_prob": 0.5,
+            "reviews_required": 1,
+            "extra": {"given": ["a\x00b"]},
+        }
+    ]
+    db.create_batch({"id": "b\x00", "kind": "sample", "design": {}, "labels": LABELS}, rows)
+    (item,) = db.items("b\x00")
+    assert item["batch_id"] == "b\ufffd" and item["message_id"] == "m\ufffd 1"
+    assert item["text"] == "hello\ufffdworld \ufffd!" and item["channel"] == "web\ufffd"
+    assert item["intent_probs"] == {"spam": 0.9, "odd\ufffdkey": 0.1}
+    assert item["extra"] == {"given": ["a\ufffdb"]}
+    assert db.batch("b\x00")["id"] == "b\ufffd"
+    token = db.add_reviewer("ali\x00ce")
+    who, _ = db.sign_in("ali\x00ce", token)
+    assert who.name == "ali\ufffdce"
+    review = db.add_review(item["id"], who, "spam", None, note="see\x00 \udfff")
+    assert review["note"] == "see\ufffd \ufffd"
+    assert db.history("b\x00")[0]["note"] == "see\ufffd \ufffd"
+    assert db.progress("b\x00", who)["mine"] == 1
+    assert db.sign_in("ali\ud800ce", token + "\ud800") is None  # no crash on a bad token either
+
+
+def test_reviewer_names_have_one_limit_on_every_backend(db):
+    """SQLite ignores a column's length, PostgreSQL refuses: the store checks it for both."""
+    long = "n" * (NAME_MAX + 1)
+    with pytest.raises(AuditError, match=f"at most {NAME_MAX} characters"):
+        db.add_reviewer(long)
+    with pytest.raises(AuditError, match=f"at most {NAME_MAX} characters"):
+        db.reviewer_named(long, create=True)
+    name = "n" * NAME_MAX
+    token = db.add_reviewer(f"  {name} ")
+    assert db.sign_in(name, token)[0].name == name

@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import insert, select, update
 
-from triage.audit.store.connection import AuditError, Store, now_iso
-from triage.audit.store.tables import reviewers, sessions
+from triage.audit.store.connection import AuditError, Store, now_iso, storable
+from triage.audit.store.tables import NAME_MAX, reviewers, sessions
 
 SESSION_HOURS = 12
 # scrypt cost: ~50 ms per sign-in on one core; tokens are random, so this only guards a leaked
@@ -22,7 +22,7 @@ _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 def hash_token(token: str) -> str:
     """``scrypt$n$r$p$salt$hash`` of a sign-in token, with a fresh 16-byte salt."""
     salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(token.encode("utf-8"), salt=salt, dklen=32, **_SCRYPT)
+    digest = hashlib.scrypt(token.encode("utf-8", "surrogatepass"), salt=salt, dklen=32, **_SCRYPT)
     return f"scrypt${_SCRYPT['n']}${_SCRYPT['r']}${_SCRYPT['p']}${salt.hex()}${digest.hex()}"
 
 
@@ -37,9 +37,31 @@ def verify_token(token: str, stored: str | None) -> bool:
     if scheme != "scrypt":
         return False
     candidate = hashlib.scrypt(
-        token.encode("utf-8"), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p), dklen=32
+        token.encode("utf-8", "surrogatepass"),
+        salt=bytes.fromhex(salt),
+        n=int(n),
+        r=int(r),
+        p=int(p),
+        dklen=32,
     )
     return hmac.compare_digest(candidate.hex(), digest)
+
+
+def reviewer_name(name: str) -> str:
+    """A reviewer's name as stored: stripped, :func:`storable`, at most ``NAME_MAX`` characters.
+
+    Raises:
+        AuditError: the name is empty or longer than ``NAME_MAX``.
+    """
+    name = storable(name.strip())
+    if not name:
+        raise AuditError("a reviewer needs a name: audit.reviewer.name=<name>")
+    if len(name) > NAME_MAX:
+        raise AuditError(
+            f"a reviewer name has at most {NAME_MAX} characters, got {len(name)}: choose a "
+            "shorter audit.reviewer.name"
+        )
+    return name
 
 
 @dataclass(frozen=True)
@@ -57,11 +79,10 @@ class ReviewerStore(Store):
         sign-in token, which is stored only as a hash.
 
         Raises:
-            AuditError: the name is empty or taken (without ``rotate``), or unknown (with it).
+            AuditError: the name is empty, too long (:func:`reviewer_name`) or taken (without
+                ``rotate``), or unknown (with it).
         """
-        name = name.strip()
-        if not name:
-            raise AuditError("a reviewer needs a name: audit.reviewer.name=<name>")
+        name = reviewer_name(name)
         token = secrets.token_urlsafe(18)
         with self._write() as conn:
             row = conn.execute(select(reviewers.c.id).where(reviewers.c.name == name)).first()
@@ -92,7 +113,13 @@ class ReviewerStore(Store):
 
     def reviewer_named(self, name: str, create: bool = False) -> Reviewer:
         """The reviewer called ``name``; with ``create``, one without a token is made when
-        missing (annotators imported from Label Studio)."""
+        missing (annotators imported from Label Studio).
+
+        Raises:
+            AuditError: no such reviewer (without ``create``), or a name :func:`reviewer_name`
+                refuses (with it).
+        """
+        name = reviewer_name(name) if create else storable(name)
         with self._write() as conn:
             row = conn.execute(select(reviewers).where(reviewers.c.name == name)).first()
             if row is None and create:
@@ -109,7 +136,9 @@ class ReviewerStore(Store):
     def sign_in(self, name: str, token: str) -> tuple[Reviewer, str] | None:
         """Check a reviewer's token; on success a new session id (valid ``SESSION_HOURS``)."""
         with self._read() as conn:
-            row = conn.execute(select(reviewers).where(reviewers.c.name == name.strip())).first()
+            row = conn.execute(
+                select(reviewers).where(reviewers.c.name == storable(name.strip()))
+            ).first()
         if row is None:
             hash_token(token)  # spend the same time as a real check: names are not probed
             return None

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
-from triage.audit.store.connection import AuditError, Store, now_iso
+from triage.audit.store.connection import AuditError, Store, now_iso, storable
 from triage.audit.store.tables import ITEM_FIELDS, batches, items
 
 
@@ -26,6 +26,7 @@ class BatchStore(Store):
         Raises:
             AuditError: a batch with this id exists.
         """
+        batch, rows = storable(batch), storable(rows)  # NUL and lone surrogates: U+FFFD
         try:
             with self._write() as conn:
                 conn.execute(
@@ -65,6 +66,7 @@ class BatchStore(Store):
         Raises:
             AuditError: no such batch, or no batch at all.
         """
+        batch_id = storable(batch_id)
         query = select(batches)
         query = (
             query.where(batches.c.id == batch_id)
@@ -91,6 +93,7 @@ class BatchStore(Store):
 
     def items(self, batch_id: str) -> list[dict[str, Any]]:
         """The batch's items in queue order."""
+        batch_id = storable(batch_id)
         with self._read() as conn:
             rows = conn.execute(
                 select(items).where(items.c.batch_id == batch_id).order_by(items.c.position)

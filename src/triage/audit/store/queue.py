@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, func, insert, select
 
 from triage.audit.store.auth import Reviewer
-from triage.audit.store.connection import now_iso
+from triage.audit.store.connection import now_iso, storable
 from triage.audit.store.reviews import ReviewStore
 from triage.audit.store.tables import batches, claims, items, reviews
 
@@ -28,6 +28,7 @@ class QueueStore(ReviewStore):
         than it requires and this reviewer has not reviewed it; adjudicators then get the
         conflicts nobody has adjudicated.
         """
+        batch_id = storable(batch_id)
         cutoff = (datetime.now(UTC) - timedelta(minutes=claim_minutes)).isoformat(
             timespec="microseconds"
         )
@@ -124,6 +125,7 @@ class QueueStore(ReviewStore):
     def progress(self, batch_id: str, reviewer: Reviewer | None = None) -> dict[str, int]:
         """Counts per state (:meth:`labels`), the batch size, and how many items ``reviewer``
         has reviewed."""
+        batch_id = storable(batch_id)
         states = self.labels(batch_id)
         counts: dict[str, int] = defaultdict(int)
         for label in states.values():

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from triage.audit.store.auth import Reviewer
 from triage.audit.store.batches import BatchStore
-from triage.audit.store.connection import AuditError, now_iso
+from triage.audit.store.connection import AuditError, now_iso, storable
 from triage.audit.store.tables import KINDS, batches, items, reviewers, reviews
 
 
@@ -64,7 +64,8 @@ class ReviewStore(BatchStore):
             raise AuditError(f"review kind must be one of {KINDS}, got {kind!r}")
         if kind == "adjudication" and not reviewer.adjudicator:
             raise AuditError(f"{reviewer.name} may not adjudicate (audit.reviewer.adjudicator)")
-        note = (note or "").strip() or None
+        note = storable((note or "").strip()) or None
+        intent, sentiment, source_ref = storable(intent), storable(sentiment), storable(source_ref)
         try:
             with self._write() as conn:
                 item = conn.execute(select(items).where(items.c.id == item_id)).first()
@@ -120,6 +121,7 @@ class ReviewStore(BatchStore):
         return dict(row._mapping)
 
     def has_source_ref(self, source_ref: str) -> bool:
+        source_ref = storable(source_ref)
         with self._read() as conn:
             return (
                 conn.execute(select(reviews.c.id).where(reviews.c.source_ref == source_ref)).first()
@@ -128,6 +130,7 @@ class ReviewStore(BatchStore):
 
     def history(self, batch_id: str) -> list[dict[str, Any]]:
         """Every review row of a batch, oldest first, with the reviewer's name."""
+        batch_id = storable(batch_id)
         with self._read() as conn:
             rows = conn.execute(
                 select(reviews, reviewers.c.name.label("reviewer"))

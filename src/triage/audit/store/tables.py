@@ -36,6 +36,7 @@ from sqlalchemy import (
 from triage.serving.record import PREDICTION_FIELDS
 
 KINDS = ("review", "adjudication")
+NAME_MAX = 100  # characters of a reviewer's name (the column's length, on every backend)
 
 metadata = MetaData()
 
@@ -43,7 +44,7 @@ reviewers = Table(
     "reviewers",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("name", String(100), nullable=False, unique=True),
+    Column("name", String(NAME_MAX), nullable=False, unique=True),
     # scrypt$n$r$p$salt$hash; NULL: cannot sign in (annotators imported from Label Studio)
     Column("token_hash", String(300)),
     Column("adjudicator", Boolean, nullable=False, default=False),

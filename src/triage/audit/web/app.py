@@ -20,7 +20,11 @@ JSON API (all but sign-in need the session cookie; bodies are JSON):
   ``item: null`` when they are done;
 * ``GET /api/items/{id}``: an item with this reviewer's current review (to go back);
 * ``POST /api/items/{id}/reviews`` ``{intent, sentiment, unclear, note, adjudication}``:
-  appends a review.
+  appends a review; it needs an intent and/or a sentiment, or ``unclear``.
+
+A body the API refuses gets 422 with ``detail``: a list of ``{loc, msg, type}`` (the input is
+not echoed). Text is stored as :func:`~triage.audit.store.connection.storable` makes it: NUL and
+lone surrogates become U+FFFD.
 """
 
 from __future__ import annotations
@@ -30,10 +34,13 @@ from importlib.resources import files
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints, model_validator
 
 from triage.audit.store import ITEM_FIELDS, AuditDB, AuditError, Reviewer
+from triage.audit.store.connection import storable
+from triage.audit.store.tables import NAME_MAX
 from triage.config import Config
 
 log = logging.getLogger(__name__)
@@ -67,8 +74,15 @@ HIDDEN = frozenset(
 SHOWN = ("id", "batch_id", "position", *(f for f in ITEM_FIELDS if f not in HIDDEN))
 
 
+NOTE_MAX = 2000  # characters of a review's note
+
+
 class SignIn(BaseModel):
-    name: str = Field(min_length=1, max_length=100)
+    # stripped before the length check, as triage audit-reviewer does: a name that got a token
+    # can sign in
+    name: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=NAME_MAX)
+    ]
     token: str = Field(min_length=1, max_length=200)
 
 
@@ -76,8 +90,14 @@ class ReviewIn(BaseModel):
     intent: str | None = Field(default=None, max_length=100)
     sentiment: str | None = Field(default=None, max_length=100)
     unclear: bool = False
-    note: str | None = Field(default=None, max_length=2000)
+    note: str | None = Field(default=None, max_length=NOTE_MAX)
     adjudication: bool = False
+
+    @model_validator(mode="after")
+    def _says_something(self) -> ReviewIn:
+        if not self.unclear and self.intent is None and self.sentiment is None:
+            raise ValueError('a review needs an intent and/or a sentiment, or "unclear": true')
+        return self
 
 
 def _top(probs: dict[str, float] | None, k: int = 3) -> list[list[Any]]:
@@ -121,6 +141,20 @@ def create_app(db: AuditDB, claim_minutes: float = 10.0, secure_cookie: bool = F
         response = await call_next(request)
         response.headers.update(SECURITY_HEADERS)
         return response
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # what was wrong and where, never the input: it may not even be encodable (a lone
+        # surrogate) and a reply need not repeat a long body
+        detail = [
+            {
+                "loc": storable(list(e.get("loc", ()))),
+                "msg": storable(e.get("msg", "")),
+                "type": e.get("type"),
+            }
+            for e in exc.errors()
+        ]
+        return JSONResponse({"detail": detail}, status_code=422)
 
     @app.exception_handler(AuditError)
     async def audit_error(_request: Request, exc: AuditError) -> JSONResponse:

@@ -17,8 +17,18 @@ async function api(method, path, body) {
     show("signin");
     throw new Error("signed out");
   }
-  if (!response.ok) throw new Error(data.detail || response.statusText);
+  if (!response.ok) throw new Error(detailText(data.detail) || response.statusText);
   return data;
+}
+
+// FastAPI's `detail`: a string, or (422) a list of {loc, msg}: "note: String should have at most
+// 2000 characters"
+function detailText(detail) {
+  if (!Array.isArray(detail)) return detail ? String(detail) : "";
+  return detail.map((d) => {
+    const where = Array.isArray(d.loc) ? d.loc.filter((p) => p !== "body").join(".") : "";
+    return where ? `${where}: ${d.msg}` : String(d.msg);
+  }).join("; ");
 }
 
 function show(section) {
