@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import threading
 import time
 from dataclasses import fields
@@ -15,6 +16,7 @@ from fastapi.testclient import TestClient
 from triage.cli import main
 from triage.config import load_config
 from triage.serving.api import create_app
+from triage.serving.api_models import MAX_CHANNEL_CHARS, MAX_ID_CHARS, max_body_bytes
 from triage.serving.predlog import PredictionLog
 from triage.serving.record import Prediction
 from triage.serving.runtime import Runtime
@@ -133,6 +135,70 @@ def test_non_json_and_oversized_bodies(service, content, headers, status, says):
     assert response.status_code == status and says in response.json()["detail"]
 
 
+def _at_the_limits(n: int, chars: int, char: str = "\U0001f600") -> dict:
+    """``n`` messages with every text, id and channel at its longest, of astral characters."""
+    return {
+        "messages": [
+            {"text": char * chars, "id": char * MAX_ID_CHARS, "channel": char * MAX_CHANNEL_CHARS}
+        ]
+        * n
+    }
+
+
+def test_the_body_cap_fits_the_documented_limits_escaped():
+    """The documented limits (64 messages of 2,000 characters) sent as ``json.dumps`` does by
+    default: an emoji takes 12 bytes (a \\u-escaped surrogate pair)."""
+    body = json.dumps(_at_the_limits(64, 2000)).encode()
+    assert len(body) <= max_body_bytes(64, 2000) < 2 * len(body)
+
+
+def test_bodies_within_the_limits_are_not_refused_as_too_large(service):
+    client, _ = service
+    body = json.dumps(_at_the_limits(MAX_BATCH, MAX_CHARS)).encode()
+    response = client.post(
+        "/v1/classify", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 200, response.text[:300]
+    assert len(response.json()["predictions"]) == MAX_BATCH
+
+
+def test_a_body_not_utf8_gets_a_documented_400(service):
+    client, _ = service
+    response = client.post(
+        "/v1/classify",
+        content='{"messages": [{"text": "café"}]}'.encode("latin-1"),
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert "UTF-8" in response.json()["detail"]
+    assert response.json()["errors"] == [
+        {"loc": "body", "msg": response.json()["errors"][0]["msg"]}
+    ]
+    responses = client.get("/openapi.json").json()["paths"]["/v1/classify"]["post"]["responses"]
+    assert responses["400"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/ErrorResponse"
+    )
+    missing = client.get("/no-such-page")  # FastAPI's own errors keep the same shape
+    assert missing.status_code == 404 and missing.json() == {"detail": "Not Found", "errors": []}
+
+
+def test_lang_must_be_one_of_the_models_languages(service, bundle):
+    client, _ = service
+    languages = json.loads((bundle / "manifest.json").read_text())["languages"]
+    bad = client.post(
+        "/v1/classify", json={"messages": [{"text": "a"}, {"text": "b", "lang": "xx"}]}
+    )
+    assert bad.status_code == 422
+    [error] = bad.json()["errors"]
+    assert error["loc"] == "messages[1].lang" and "'xx'" in error["msg"]
+    assert all(lang in bad.json()["detail"] for lang in [*languages, "und"])
+    for lang in [languages[0].upper(), "und", None]:
+        ok = client.post("/v1/classify", json={"messages": [{"text": "hallo", "lang": lang}]})
+        assert ok.status_code == 200, (lang, ok.text)
+    [p] = ok.json()["predictions"]
+    assert p["lang"] in [*languages, "und"]
+
+
 def test_chunked_uploads_are_capped_too(service):
     """A chunked body states no length: the limit holds while it is read, and a small one still
     reaches the endpoint whole."""
@@ -219,6 +285,18 @@ def test_openapi_describes_the_endpoints(service):
     assert set(served["predictions"][0]) == set(prediction)
 
 
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_the_docs_pages_load_without_internet(service, page):
+    """Their scripts and styles come from the service itself, not a CDN."""
+    client, _ = service
+    html = client.get(page)
+    assert html.status_code == 200
+    assets = re.findall(r'(?:src|href)="([^"]+\.(?:js|css))"', html.text)
+    assert assets and all(a.startswith("/") for a in assets), assets
+    for asset in assets:
+        assert client.get(asset).status_code == 200, asset
+
+
 def test_metrics_count_requests_and_decisions(service):
     client, _ = service
     client.post("/v1/classify", json={"messages": [{"text": "love this product"}]})
@@ -226,14 +304,22 @@ def test_metrics_count_requests_and_decisions(service):
     client.post("/v1/classify", content=b"x" * 10_000_000, headers={"content-type": "text/json"})
     client.get("/no-such-page")
     text = client.get("/metrics").text
-    # refused before routing, or no route at all: one bounded label
-    assert 'triage_http_requests_total{method="POST",path="other",status="413"}' in text
+    # refused before routing: its route; no route at all: one bounded label
+    assert 'triage_http_requests_total{method="POST",path="/v1/classify",status="413"}' in text
+    assert 'path="other",status="413"' not in text
     assert 'triage_http_requests_total{method="GET",path="other",status="404"}' in text
     assert 'triage_http_requests_total{method="POST",path="/v1/classify",status="200"}' in text
     assert 'triage_http_requests_total{method="POST",path="/v1/classify",status="422"}' in text
     assert 'triage_http_request_duration_seconds_bucket{le="0.025",path="/v1/classify"}' in text
     assert "triage_decisions_total{" in text and "triage_inference_seconds_count" in text
     assert "triage_model_ready 1.0" in text
+
+
+def test_log_error_counters_exist_from_the_start(service):
+    """An alert on prediction-log errors has a series at 0 before the first error."""
+    text = service[0].get("/metrics").text
+    assert 'triage_prediction_log_errors_total{operation="append"} 0.0' in text
+    assert 'triage_prediction_log_errors_total{operation="purge"} 0.0' in text
 
 
 def test_prediction_log_rows_are_masked(service):

@@ -3,7 +3,8 @@
 Reads the bundle ``serve.bundle`` (written by ``triage export``); writes one prediction-log record
 per classified message to ``serve.prediction_log.path`` (SQLite, :mod:`triage.serving.predlog`).
 
-Endpoints (the OpenAPI schema is served at ``/openapi.json``, docs at ``/docs``):
+Endpoints (the OpenAPI schema is served at ``/openapi.json``, docs at ``/docs`` and ``/redoc``,
+their scripts served locally by fastapi-offline, so they work without internet):
 
     POST /v1/classify   {"messages": [{"text": ..., "id"?, "lang"?, "channel"?}, ...]} -> one
                         prediction per message (intent, sentiment, probabilities, decision,
@@ -49,6 +50,7 @@ import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 
@@ -84,6 +86,13 @@ def _loc(parts: tuple | list) -> str:
 
 def _error(status: int, detail: str, errors: list[dict[str, str]] | None = None) -> JSONResponse:
     return JSONResponse({"detail": detail, "errors": errors or []}, status_code=status)
+
+
+def _invalid(errors: list[dict[str, str]], hint: str = "") -> JSONResponse:
+    """422 naming the first problems (``errors`` lists them all)."""
+    shown = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors[:5])
+    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+    return _error(422, f"invalid request: {shown}{more}{hint}", errors)
 
 
 def _unknown_langs(messages: list[Any], allowed: list[str]) -> list[dict[str, str]]:
@@ -128,7 +137,8 @@ def create_app(scfg: Any, load: Callable[[], Runtime] | None = None) -> FastAPI:
             if service.predlog is not None:
                 service.predlog.close()
 
-    app = FastAPI(
+    # /docs and /redoc from the assets fastapi-offline ships: no CDN, so they work offline
+    app = FastAPIOffline(
         title="social-triage",
         summary="Intent and sentiment triage of social-media customer messages",
         version=_package_version(),
@@ -183,9 +193,7 @@ def create_app(scfg: Any, load: Callable[[], Runtime] | None = None) -> FastAPI:
             elif msg.startswith("Value error, "):
                 msg = msg.removeprefix("Value error, ")
             errors.append({"loc": loc, "msg": msg})
-        shown = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors[:5])
-        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
-        return _error(422, f"invalid request: {shown}{more}", errors)
+        return _invalid(errors)
 
     def not_ready() -> JSONResponse:
         if service.load_error:
@@ -231,8 +239,7 @@ def create_app(scfg: Any, load: Callable[[], Runtime] | None = None) -> FastAPI:
         messages = body.messages
         allowed = [*service.runtime.languages, UNDETERMINED]
         if errors := _unknown_langs(messages, allowed):
-            shown = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors[:5])
-            return _error(422, f"invalid request: {shown} (or omit lang to detect it)", errors)
+            return _invalid(errors, "; omit lang to have it detected")
         predictions = await anyio.to_thread.run_sync(
             service.classify, messages, limiter=service.model_slot
         )

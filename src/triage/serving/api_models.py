@@ -93,7 +93,10 @@ def request_models(max_batch: int, max_text_chars: int) -> type[BaseModel]:
             min_length=1, max_length=max_text_chars, description="The message as sent"
         )
         id: StrictStr | None = Field(
-            None, min_length=1, max_length=MAX_ID_CHARS, description="Your id for the message (logged)"
+            None,
+            min_length=1,
+            max_length=MAX_ID_CHARS,
+            description="Your id for the message (logged)",
         )
         lang: StrictStr | None = Field(
             None,
@@ -104,7 +107,7 @@ def request_models(max_batch: int, max_text_chars: int) -> type[BaseModel]:
         channel: StrictStr | None = Field(
             None,
             max_length=MAX_CHANNEL_CHARS,
-            description="Where it came from (instagram, x, ...); logged"
+            description="Where it came from (instagram, x, ...); logged",
         )
 
         @field_validator("text")

@@ -8,6 +8,10 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_fastapi_instrumentator import Instrumentator
 from prometheus_fastapi_instrumentator.metrics import Info
+from starlette.routing import BaseRoute, Match
+
+#: what the prediction log can fail at (each counted from 0, so that an alert has a series)
+LOG_OPERATIONS = ("append", "purge")
 
 # seconds; dense where the latency targets are (15-40 ms)
 LATENCY_BUCKETS = (0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.06, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -47,12 +51,16 @@ class Metrics:
             ["operation"],
             registry=r,
         )
+        for operation in LOG_OPERATIONS:
+            self.log_errors.labels(operation)
         self.ready = Gauge("triage_model_ready", "1 once the bundle is loaded", registry=r)
         self.model = Gauge("triage_model_info", "The served model", ["model_version"], registry=r)
+        self.routes: list[BaseRoute] = []
 
     def observe_request(self, info: Info) -> None:
         """Count and time one request (an instrumentation for the instrumentator)."""
-        route = info.request.scope.get("route")
+        scope = info.request.scope
+        route = scope.get("route") or _matching_route(self.routes, scope)
         path = getattr(route, "path", "other")  # the template: bounded label values
         self.requests.labels(info.method, path, info.modified_status).inc()
         self.latency.labels(path).observe(info.modified_duration)
@@ -60,6 +68,15 @@ class Metrics:
     def instrument(self, app: FastAPI) -> None:
         """Count and time every request to ``app``, whatever its status (the outermost
         middleware: add it after the others)."""
+        self.routes = app.routes  # to name the route of a request refused before routing (413)
         Instrumentator(should_group_status_codes=False, registry=self.registry).add(
             self.observe_request
         ).instrument(app)
+
+
+def _matching_route(routes: list[BaseRoute], scope: dict) -> BaseRoute | None:
+    """The route whose path matches a request that never reached the router; None: no route."""
+    for route in routes:
+        if route.matches(scope)[0] is not Match.NONE:
+            return route
+    return None
