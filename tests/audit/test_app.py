@@ -170,6 +170,7 @@ def test_refused_bodies_get_a_clean_422_that_says_what_is_needed(setup):
     token = db.add_reviewer(name)
     assert client.post("/api/session", json={"name": f" {name} ", "token": token}).is_success
     client = signed_in(create_app(db), "alice", tokens["alice"])
+    assert client.get("/api/batches/b1/next").json()["item"]["id"] == items[0]["id"]
     url = f"/api/items/{items[0]['id']}/reviews"
     bad_note = client.post(url, content=b'{"unclear":true,"note":"\\udc00"}', headers=raw)
     assert bad_note.status_code == 422 and "input" not in bad_note.json()["detail"][0]

@@ -122,6 +122,29 @@ class QueueStore(ReviewStore):
             return item_id
         return None
 
+    def may_review(self, reviewer: Reviewer, item_id: int) -> bool:
+        """Whether ``reviewer`` may read and review an item: one the queue offered them (a claim
+        of theirs, expired or not), one they reviewed before (to go back), or, for an
+        adjudicator, one in conflict. An unknown item is refused like any other."""
+        with self._read() as conn:
+            batch_id = conn.execute(
+                select(items.c.batch_id).where(items.c.id == item_id)
+            ).scalar_one_or_none()
+            if batch_id is None:
+                return False
+            for table in (claims, reviews):
+                mine = conn.execute(
+                    select(table.c.id)
+                    .where(table.c.item_id == item_id, table.c.reviewer_id == reviewer.id)
+                    .limit(1)
+                ).first()
+                if mine is not None:
+                    return True
+        if not reviewer.adjudicator:
+            return False
+        label = self.labels(batch_id).get(item_id)
+        return label is not None and label.state == "conflict"
+
     def progress(self, batch_id: str, reviewer: Reviewer | None = None) -> dict[str, int]:
         """Counts per state (:meth:`labels`), the batch size, and how many items ``reviewer``
         has reviewed."""

@@ -13,14 +13,19 @@ every message alike.
 
 JSON API (all but sign-in need the session cookie; bodies are JSON):
 
-* ``POST /api/session`` ``{name, token}`` signs in; ``DELETE /api/session`` signs out;
-  ``GET /api/me``;
+* ``POST /api/session`` ``{name, token}`` signs in (429 with ``Retry-After`` after too many
+  failed tries per name or client address, see :mod:`~triage.audit.web.throttle`);
+  ``DELETE /api/session`` signs out; ``GET /api/me``;
 * ``GET /api/batches``: batches with progress;
 * ``GET /api/batches/{batch}/next``: the next item for this reviewer (claimed for them), or
   ``item: null`` when they are done;
 * ``GET /api/items/{id}``: an item with this reviewer's current review (to go back);
 * ``POST /api/items/{id}/reviews`` ``{intent, sentiment, unclear, note, adjudication}``:
   appends a review; it needs an intent and/or a sentiment, or ``unclear``.
+
+Both item routes answer 403 for an item not offered to this reviewer
+(:meth:`~triage.audit.store.queue.QueueStore.may_review`): only their claims, the items they
+reviewed, and for adjudicators the items in conflict.
 
 A body the API refuses gets 422 with ``detail``: a list of ``{loc, msg, type}`` (the input is
 not echoed). Text is stored as :func:`~triage.audit.store.connection.storable` makes it: NUL and
@@ -41,6 +46,7 @@ from pydantic import BaseModel, Field, StringConstraints, model_validator
 from triage.audit.store import ITEM_FIELDS, AuditDB, AuditError, Reviewer
 from triage.audit.store.connection import storable
 from triage.audit.store.tables import NAME_MAX
+from triage.audit.web.throttle import SignInThrottle
 from triage.config import Config
 
 log = logging.getLogger(__name__)
@@ -125,16 +131,29 @@ def current_reviewer(request: Request) -> Reviewer:
 Me = Annotated[Reviewer, Depends(current_reviewer)]
 
 
-def create_app(db: AuditDB, claim_minutes: float = 10.0, secure_cookie: bool = False) -> FastAPI:
+def offered(db: AuditDB, who: Reviewer, item_id: int) -> None:
+    """403 unless the item was offered to this reviewer (see ``AuditDB.may_review``)."""
+    if not db.may_review(who, item_id):
+        raise HTTPException(403, f"item {item_id} is not yours: fetch the next item of the batch")
+
+
+def create_app(
+    db: AuditDB,
+    claim_minutes: float = 10.0,
+    secure_cookie: bool = False,
+    throttle: SignInThrottle | None = None,
+) -> FastAPI:
     """The review app on an open :class:`AuditDB`.
 
     Args:
         db: the audit database.
         claim_minutes: how long an item fetched by a reviewer is kept from the others.
         secure_cookie: send the session cookie over HTTPS only (behind a TLS proxy).
+        throttle: counts failed sign-ins (default: :class:`SignInThrottle` with its limits).
     """
     app = FastAPI(title="social-triage audit", docs_url=None, redoc_url=None)
     app.state.db = db
+    throttle = throttle or SignInThrottle()
 
     @app.middleware("http")
     async def headers(request: Request, call_next):
@@ -175,10 +194,20 @@ def create_app(db: AuditDB, claim_minutes: float = 10.0, secure_cookie: bool = F
         return FileResponse(str(WEB / name), media_type=f"{types[name]}; charset=utf-8")
 
     @app.post("/api/session")
-    def sign_in(body: SignIn, response: Response) -> dict[str, Any]:
+    def sign_in(body: SignIn, request: Request, response: Response) -> dict[str, Any]:
+        address = request.client.host if request.client else "unknown"
+        wait = throttle.retry_after(body.name, address)
+        if wait:
+            raise HTTPException(
+                429,
+                f"too many failed sign-ins: try again in {wait} seconds",
+                headers={"Retry-After": str(wait)},
+            )
         result = db.sign_in(body.name, body.token)
         if result is None:
+            throttle.failed(body.name, address)
             raise HTTPException(401, "unknown reviewer or wrong token")
+        throttle.succeeded(body.name)
         who, session = result
         response.set_cookie(
             COOKIE, session, httponly=True, samesite="strict", secure=secure_cookie, path="/"
@@ -238,6 +267,7 @@ def create_app(db: AuditDB, claim_minutes: float = 10.0, secure_cookie: bool = F
 
     @app.get("/api/items/{item_id}")
     def get_item(item_id: int, who: Me) -> dict[str, Any]:
+        offered(db, who, item_id)
         item = db.item(item_id)
         mine = db.my_latest(item_id, who)
         return {
@@ -253,6 +283,7 @@ def create_app(db: AuditDB, claim_minutes: float = 10.0, secure_cookie: bool = F
 
     @app.post("/api/items/{item_id}/reviews")
     def add_review(item_id: int, body: ReviewIn, who: Me):
+        offered(db, who, item_id)
         review = db.add_review(
             item_id,
             who,
