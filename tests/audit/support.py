@@ -216,6 +216,16 @@ def chromium_available() -> bool:
     return Path(CHROMIUM).exists()
 
 
+#: the marks of a test module that drives the review app in headless Chromium
+BROWSER_MARKS = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        not chromium_available(),
+        reason=f"no Chromium at {CHROMIUM}: apt-get install -y chromium (CI does in .ci/run)",
+    ),
+]
+
+
 def sign_in(page, url: str, name: str, token: str) -> None:
     """Open the app and sign in through the form (typed, Enter submits)."""
     page.goto(url)

@@ -9,17 +9,11 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.audit.support import DB_BACKENDS, LiveApp, audit_overrides, fresh_db_url, make_batch
+from tests.audit.support import LiveApp, audit_overrides, make_batch
 from triage.audit.store import AuditDB
 from triage.audit.store.tables import NAME_MAX
 from triage.audit.web.app import NOTE_MAX, create_app
 from triage.cli import main
-
-
-@pytest.fixture(params=DB_BACKENDS)
-def db_url(request, tmp_path):
-    """An empty database on each backend: SQLite always, PostgreSQL when configured."""
-    yield from fresh_db_url(request.param, tmp_path)
 
 
 @pytest.fixture

@@ -3,25 +3,11 @@ throttling (failed tries per name and per client address)."""
 
 from __future__ import annotations
 
-import pytest
 from fastapi.testclient import TestClient
 
-from tests.audit.support import DB_BACKENDS, fresh_db_url, make_batch
-from triage.audit.store import AuditDB
+from tests.audit.support import make_batch
 from triage.audit.web.app import create_app
 from triage.audit.web.throttle import SignInThrottle
-
-
-@pytest.fixture(params=DB_BACKENDS)
-def db_url(request, tmp_path):
-    yield from fresh_db_url(request.param, tmp_path)
-
-
-@pytest.fixture
-def db(db_url):
-    db = AuditDB(db_url)
-    yield db
-    db.close()
 
 
 def signed_in(app, name: str, token: str) -> TestClient:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from tests.audit.support import (
+    BROWSER_MARKS,
     CHROMIUM,
     CHROMIUM_ARGS,
     LiveApp,
-    chromium_available,
     current_item_id,
     open_batch,
     sign_in,
@@ -18,13 +18,7 @@ from tests.audit.support import (
 from triage.audit.store import AuditDB
 from triage.audit.web.app import create_app
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(
-        not chromium_available(),
-        reason=f"no Chromium at {CHROMIUM}: apt-get install -y chromium (CI does in .ci/run)",
-    ),
-]
+pytestmark = BROWSER_MARKS
 
 LABELS = {
     "intent": ["order_status", "refund_return", "spam", "praise", "other"],

@@ -9,15 +9,14 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import pytest
 from fastapi.testclient import TestClient
 
 from tests.audit.support import (
+    BROWSER_MARKS,
     CHROMIUM,
     CHROMIUM_ARGS,
     LiveApp,
     audit_overrides,
-    chromium_available,
     current_item_id,
     open_batch,
     sign_in,
@@ -31,13 +30,7 @@ from triage.pipeline.prepare import run as prepare
 from triage.schema import SPLITS
 from triage.serving.api import create_app as create_service
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(
-        not chromium_available(),
-        reason=f"no Chromium at {CHROMIUM}: apt-get install -y chromium (CI does in .ci/run)",
-    ),
-]
+pytestmark = BROWSER_MARKS
 MESSAGES = 240
 
 

@@ -13,7 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
-from tests.audit.support import DB_BACKENDS, LABELS, fresh_db_url
+from tests.audit.support import LABELS
 from triage.audit.store import AuditDB, AuditError, metadata, migrate
 
 # The schema exactly as the store created it before it had migrations (metadata.create_all of
@@ -63,11 +63,6 @@ CREATE TABLE reviews (
 CREATE INDEX reviews_item ON reviews (item_id);
 """
 TABLES = {"batches", "reviewers", "items", "sessions", "claims", "reviews"}
-
-
-@pytest.fixture(params=DB_BACKENDS)
-def db_url(request, tmp_path):
-    yield from fresh_db_url(request.param, tmp_path)
 
 
 def make_legacy_database(url: str) -> None:

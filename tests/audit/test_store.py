@@ -14,23 +14,10 @@ import threading
 import pytest
 from sqlalchemy import event, select, text
 
-from tests.audit.support import DB_BACKENDS, LABELS, fresh_db_url, make_batch
+from tests.audit.support import LABELS, make_batch
 from triage.audit.store import AuditDB, AuditError, verify_token
 from triage.audit.store.tables import NAME_MAX, reviews
 from triage.errors import TriageError
-
-
-@pytest.fixture(params=DB_BACKENDS)
-def db_url(request, tmp_path):
-    """An empty database on each backend: SQLite always, PostgreSQL when configured."""
-    yield from fresh_db_url(request.param, tmp_path)
-
-
-@pytest.fixture
-def db(db_url):
-    database = AuditDB(db_url)
-    yield database
-    database.close()
 
 
 def test_tokens_are_stored_hashed_and_sign_in_works(db):
