@@ -216,6 +216,24 @@ class PredictionLogConfig:
 
 
 @dataclass
+class FairnessConfig:
+    """Types only; the values and what they mean are in ``configs/serve/default.yaml``."""
+
+    chunk_tokens: int = MISSING
+    max_client_requests: int = MISSING
+    max_queued_messages: int = MISSING
+
+
+@dataclass
+class TimeoutsConfig:
+    """Types only; the values and what they mean are in ``configs/serve/default.yaml``."""
+
+    keep_alive: float = MISSING
+    request_head: float = MISSING
+    request_body: float = MISSING
+
+
+@dataclass
 class ServeConfig:
     """Types only; the values and what they mean are in ``configs/serve/default.yaml``."""
 
@@ -225,6 +243,9 @@ class ServeConfig:
     threads: int | None = MISSING
     verify_bundle: bool = MISSING
     batch_size: int = MISSING
+    fairness: FairnessConfig = field(default_factory=FairnessConfig)
+    timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
+    max_connections: int = MISSING
     max_batch: int = MISSING
     max_text_chars: int = MISSING
     pii_mask: bool = MISSING

@@ -18,13 +18,18 @@ Input errors get a 4xx with a one-line ``detail`` naming the field and the limit
 one entry per problem), never a 500: 422 for a body that does not validate (empty or
 whitespace-only text, too long, too many messages, wrong types, unknown or missing fields, not
 JSON, a ``lang`` the model does not have), 400 for a body that is not UTF-8, 415 for a body that is
-not ``application/json``, 413 for a body larger than the limits allow, 503 while the model is not
-loaded.
+not ``application/json``, 413 for a body larger than the limits allow, 408 for a body that arrives
+too slowly, 429 and 503 (with ``Retry-After``) beyond the fairness bounds, 503 while the model is
+not loaded.
 
 The bundle is loaded in a background thread at start-up so that ``/healthz`` answers at once and
-``/readyz`` tells when the service can take traffic. Inference runs in a worker thread (one model
-call at a time: onnxruntime already spreads one call over all physical cores, and two calls at
-once on a 2-core machine only contend).
+``/readyz`` tells when the service can take traffic. Inference runs in a worker thread, one model
+call at a time (onnxruntime already spreads one call over all physical cores, and two calls at
+once on a 2-core machine only contend), scheduled fairly by :mod:`~triage.serving.scheduler`:
+requests are cut into chunks of ``serve.fairness.chunk_tokens`` and the waiting client addresses
+served in turn; a client with too many requests in progress gets 429, a full queue 503, both
+with ``Retry-After``. Connections that idle, send their head too slowly or their body too slowly
+are closed or get 408 (``serve.timeouts``).
 
 **The prediction log.** Every served prediction is appended (``serve.prediction_log.enabled``),
 text masked with :func:`triage.text.mask_pii` when ``serve.pii_mask`` is on; records older than
@@ -35,7 +40,8 @@ with the disk would stop every inbox), but never silently: the error is logged, 
 ``X-Prediction-Log: failed``. A log that cannot be opened at start-up stops the service.
 
 The parts: :mod:`~triage.serving.api_models` (request and response shapes, the limits),
-:mod:`~triage.serving.limits` (the 413), :mod:`~triage.serving.metrics` (Prometheus) and
+:mod:`~triage.serving.limits` (413, 408, the head timeout), :mod:`~triage.serving.scheduler`
+(fair model calls), :mod:`~triage.serving.metrics` (Prometheus) and
 :mod:`~triage.serving.service` (runtime, prediction log and metrics behind the app).
 """
 
@@ -64,8 +70,9 @@ from triage.serving.api_models import (
     request_models,
 )
 from triage.serving.bundle import read_manifest
-from triage.serving.limits import BodyLimitMiddleware
+from triage.serving.limits import BodyLimitMiddleware, HeadTimeoutProtocol
 from triage.serving.runtime import Runtime
+from triage.serving.scheduler import Busy
 from triage.serving.service import Service
 from triage.text import UNDETERMINED
 
@@ -146,7 +153,9 @@ def create_app(scfg: Any, load: Callable[[], Runtime] | None = None) -> FastAPI:
     )
     app.state.service = service
     app.add_middleware(
-        BodyLimitMiddleware, max_body_bytes=max_body_bytes(scfg.max_batch, scfg.max_text_chars)
+        BodyLimitMiddleware,
+        max_body_bytes=max_body_bytes(scfg.max_batch, scfg.max_text_chars),
+        timeout_s=scfg.timeouts.request_body,
     )
     service.metrics.instrument(app)  # outermost: counts the 413s too
     errors_4xx: dict[int | str, dict[str, Any]] = {
@@ -156,7 +165,8 @@ def create_app(scfg: Any, load: Callable[[], Runtime] | None = None) -> FastAPI:
             (413, "Body too large"),
             (415, "Body is not JSON"),
             (422, "Invalid request: the detail names the field"),
-            (503, "The model is not loaded (yet)"),
+            (429, "This client has too many requests in progress (see Retry-After)"),
+            (503, "The model is not loaded (yet), or the service is at its queue limit"),
         )
     }
 
@@ -230,9 +240,9 @@ def create_app(scfg: Any, load: Callable[[], Runtime] | None = None) -> FastAPI:
     @app.post(
         "/v1/classify",
         response_model=ClassifyResponse,
-        responses={k: v for k, v in errors_4xx.items()},
+        responses=errors_4xx,
     )
-    async def classify(body: ClassifyRequest, response: Response) -> Any:
+    async def classify(body: ClassifyRequest, request: Request, response: Response) -> Any:
         """Classify and route one or more messages (one message: a list of one)."""
         if service.runtime is None:
             return not_ready()
@@ -240,9 +250,13 @@ def create_app(scfg: Any, load: Callable[[], Runtime] | None = None) -> FastAPI:
         allowed = [*service.runtime.languages, UNDETERMINED]
         if errors := _unknown_langs(messages, allowed):
             return _invalid(errors, "; omit lang to have it detected")
-        predictions = await anyio.to_thread.run_sync(
-            service.classify, messages, limiter=service.model_slot
-        )
+        client = request.client.host if request.client else "unknown"
+        try:
+            predictions = await service.scheduler.submit(client, messages)
+        except Busy as busy:
+            refused = _error(busy.status, busy.detail)
+            refused.headers["Retry-After"] = str(busy.retry_after)
+            return refused
         ids = [m.id or uuid.uuid4().hex for m in messages]
         if service.predlog is not None:
             records = service.records(messages, predictions, ids)
@@ -285,4 +299,12 @@ def run(cfg: Config) -> None:
         scfg.host,
         scfg.port,
     )
-    uvicorn.run(create_app(scfg), host=scfg.host, port=scfg.port, log_level=scfg.log_level)
+    uvicorn.run(
+        create_app(scfg),
+        host=scfg.host,
+        port=scfg.port,
+        log_level=scfg.log_level,
+        http=HeadTimeoutProtocol.with_timeout(scfg.timeouts.request_head),
+        timeout_keep_alive=scfg.timeouts.keep_alive,
+        limit_concurrency=scfg.max_connections,
+    )

@@ -35,7 +35,7 @@ class Metrics:
         )
         self.inference = Histogram(
             "triage_inference_seconds",
-            "Model time per request (tokenise, onnxruntime, routing)",
+            "Model time per model call (tokenise, onnxruntime, routing)",
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
@@ -53,6 +53,11 @@ class Metrics:
         )
         for operation in LOG_OPERATIONS:
             self.log_errors.labels(operation)
+        self.queued = Gauge(
+            "triage_queued_messages",
+            "Messages accepted and not yet classified (bounded by serve.fairness)",
+            registry=r,
+        )
         self.ready = Gauge("triage_model_ready", "1 once the bundle is loaded", registry=r)
         self.model = Gauge("triage_model_info", "The served model", ["model_version"], registry=r)
         self.routes: list[BaseRoute] = []

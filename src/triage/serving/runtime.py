@@ -266,6 +266,11 @@ class Runtime:
             return [UNDETERMINED] * len(texts)
         return detect_languages(texts, self.languages)
 
+    def token_counts(self, texts: Sequence[str]) -> list[int]:
+        """How many tokens the model reads of each message as written (truncation included)."""
+        encoded = self.tokenizer.encode_batch([self.prefix + clean_text(t) for t in texts])
+        return [len(e.ids) for e in encoded]
+
     def probabilities(
         self, texts: Sequence[str], langs: Sequence[str], batch_size: int = 32
     ) -> dict[str, np.ndarray]:

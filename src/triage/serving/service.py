@@ -6,17 +6,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
-
-import anyio
 
 from triage.errors import ConfigError
 from triage.serving.metrics import Metrics
 from triage.serving.predlog import PredictionLog
 from triage.serving.record import Prediction
 from triage.serving.runtime import Runtime
+from triage.serving.scheduler import FairScheduler
 from triage.text import mask_pii
 
 log = logging.getLogger(__name__)
@@ -32,8 +31,16 @@ class Service:
         self.load_error: str | None = None
         self.metrics = Metrics()
         self.predlog: PredictionLog | None = None
-        # one model call at a time (see triage.serving.api)
-        self.model_slot = anyio.CapacityLimiter(1)
+        fair = scfg.fairness
+        # one model call at a time (see triage.serving.api), clients in turn
+        self.scheduler = FairScheduler(
+            self.classify,
+            lambda messages: self.runtime.token_counts([m.text for m in messages]),
+            fair.chunk_tokens,
+            fair.max_client_requests,
+            fair.max_queued_messages,
+        )
+        self.metrics.queued.set_function(lambda: self.scheduler.queued_messages)
 
     def load_in_background(self) -> threading.Thread:
         def target() -> None:
@@ -109,7 +116,8 @@ class Service:
             return False
         return True
 
-    def classify(self, messages: list[Any]) -> list[Prediction]:
+    def classify(self, messages: Sequence[Any]) -> list[Prediction]:
+        """Classify in one model call (the scheduler's unit of work)."""
         assert self.runtime is not None
         started = time.perf_counter()
         predictions = self.runtime.classify(
