@@ -29,8 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,10 +36,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import httpx
+import loopback
 import numpy as np
 import pandas as pd
-
-ROOT = Path(__file__).resolve().parents[1]
+from loopback import ROOT, percentiles
 
 
 def fresh_python(code: str) -> str:
@@ -73,17 +72,6 @@ def load_time(bundle: Path, runs: int = 3) -> float:
     return statistics.median(float(fresh_python(code)) for _ in range(runs))
 
 
-def percentiles(seconds: list[float]) -> dict[str, float]:
-    ms = np.asarray(seconds) * 1000
-    return {
-        "p50_ms": float(np.percentile(ms, 50)),
-        "p90_ms": float(np.percentile(ms, 90)),
-        "p99_ms": float(np.percentile(ms, 99)),
-        "mean_ms": float(ms.mean()),
-        "n": len(ms),
-    }
-
-
 def throughput(fn, n: int, passes: int = 3) -> float:
     fn()  # warm-up pass
     times = []
@@ -94,17 +82,9 @@ def throughput(fn, n: int, passes: int = 3) -> float:
     return n / statistics.median(times)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def load_test(url: str, texts: list[str], clients: int, rate: float, duration: float):
     """``clients`` concurrent clients, together at most ``rate`` requests/s: client k sends at
     ``t0 + k/rate + j*clients/rate`` (or as soon as its previous response is back, if later)."""
-    import httpx
-
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     interval = clients / rate
@@ -125,13 +105,16 @@ async def load_test(url: str, texts: list[str], clients: int, rate: float, durat
             statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
             j += 1
 
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as http:
-        for text in texts[:20]:  # warm the connections and the server
-            await http.post(url, json={"messages": [{"text": text}]})
+    https = [loopback.client(k) for k in range(clients)]  # one address per client
+    try:
+        for k, text in enumerate(texts[:20]):  # warm the connections and the server
+            await https[k % clients].post(url, json={"messages": [{"text": text}]})
         t0 = time.perf_counter() + 0.1
-        await asyncio.gather(*(client(k, http, t0) for k in range(clients)))
+        await asyncio.gather(*(client(k, https[k], t0) for k in range(clients)))
         elapsed = time.perf_counter() - t0
+    finally:
+        for http in https:
+            await http.aclose()
     return {
         **percentiles(latencies),
         "achieved_rps": len(latencies) / elapsed,
@@ -140,45 +123,13 @@ async def load_test(url: str, texts: list[str], clients: int, rate: float, durat
 
 
 def http_benchmark(bundle: Path, texts: list[str], args) -> dict:
-    port = free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "TRIAGE_ROOT": str(ROOT)}
-        server = subprocess.Popen(
-            [
-                sys.executable, "-m", "triage.cli", "serve",
-                f"serve.bundle={bundle}", f"serve.port={port}", "serve.log_level=warning",
-                f"serve.prediction_log.path={tmp}/predictions.sqlite",
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        try:
-            import httpx
-
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the service did not start: {server.stderr.read()}")
-                time.sleep(0.1)
-            return asyncio.run(
-                load_test(
-                    f"http://127.0.0.1:{port}/v1/classify",
-                    texts,
-                    args.clients,
-                    args.rate,
-                    args.duration,
-                )
-            )
-        finally:
-            server.terminate()
-            server.wait(10)
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        loopback.running_service(bundle, Path(tmp) / "predictions.sqlite") as url,
+    ):
+        return asyncio.run(
+            load_test(f"{url}/v1/classify", texts, args.clients, args.rate, args.duration)
+        )
 
 
 def main() -> None:
