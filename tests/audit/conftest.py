@@ -14,6 +14,12 @@ def db_url(request, tmp_path):
     yield from fresh_db_url(request.param, tmp_path)
 
 
+@pytest.fixture(scope="module", params=DB_BACKENDS)
+def module_db_url(request, tmp_path_factory):
+    """An empty database on each backend for a module's shared fixture."""
+    yield from fresh_db_url(request.param, tmp_path_factory.mktemp("db"))
+
+
 @pytest.fixture
 def db(db_url):
     database = AuditDB(db_url)

@@ -126,10 +126,11 @@ def make_batch(db, n: int = 6, dual: int = 2, batch_id: str = "b1") -> list[dict
     return db.items(batch_id)
 
 
-def audit_overrides(tmp: Path) -> list[str]:
-    """Config overrides that keep every audit file in ``tmp`` and tracking in a tmp store."""
+def audit_overrides(tmp: Path, db_url: str | None = None) -> list[str]:
+    """Config overrides that keep every audit file in ``tmp`` and tracking in a tmp store; the
+    audit database at ``db_url`` (default: a SQLite file in ``tmp``)."""
     return [
-        f"audit.db_url=sqlite:///{tmp}/audit.sqlite",
+        f"audit.db_url='{db_url or f'sqlite:///{tmp}/audit.sqlite'}'",  # quoted: the URL has '='
         f"audit.prediction_log={tmp}/predictions.sqlite",
         f"audit.report.out_dir={tmp}/reports",
         f"audit.export.out_dir={tmp}/feedback",

@@ -40,8 +40,8 @@ MESSAGES = [
 
 
 @pytest.fixture
-def app_with_batch(tmp_path):
-    db = AuditDB(f"sqlite:///{tmp_path}/audit.sqlite")
+def app_with_batch(db_url):
+    db = AuditDB(db_url)
     rows = [
         {
             "message_id": mid,

@@ -85,14 +85,14 @@ def review(page, truth: dict[str, dict], model: dict[str, dict], labels: dict) -
     return corrected
 
 
-def test_weekly_audit_end_to_end(root, bundle, pipeline, tmp_path, capsys):
+def test_weekly_audit_end_to_end(root, bundle, pipeline, tmp_path, capsys, db_url):
     from playwright.sync_api import sync_playwright
 
     pipeline_cfg, pipeline_tmp, _ = pipeline
     messages = authored_messages(root)
     truth = {m["id"]: m for m in messages}
     overrides = [
-        *audit_overrides(tmp_path),
+        *audit_overrides(tmp_path, db_url),
         "audit.sample.size=24",
         "audit.sample.dual_share=0.25",
         "audit.export.dvc_add=false",
@@ -114,7 +114,7 @@ def test_weekly_audit_end_to_end(root, bundle, pipeline, tmp_path, capsys):
     for name in ("alice", "bob"):
         assert main(["audit-reviewer", f"audit.reviewer.name={name}", *overrides]) == 0
         tokens[name] = capsys.readouterr().out.strip().splitlines()[-1]
-    db = AuditDB(f"sqlite:///{tmp_path}/audit.sqlite")
+    db = AuditDB(db_url)
     batch = db.batch()
     items = db.items(batch["id"])
     assert 18 <= len(items) <= 24 and batch["population"] == MESSAGES

@@ -35,7 +35,7 @@ WORDS = {
 
 
 @pytest.fixture(scope="module")
-def noisy(root, tmp_path_factory):
+def noisy(root, tmp_path_factory, module_db_url):
     """A train split of 300 messages built from each intent's own words (a model can tell
     them apart), with the intent of 20 rows changed."""
     tmp = tmp_path_factory.mktemp("audit-interop")
@@ -77,7 +77,7 @@ def noisy(root, tmp_path_factory):
     )
     cfg = load_config(
         [
-            *audit_overrides(tmp),
+            *audit_overrides(tmp, module_db_url),
             f"audit.issues.data_dir={data_dir}",
             "audit.issues.folds=3",
             "audit.issues.c=1.0",
@@ -221,7 +221,7 @@ def test_label_studio_round_trip(noisy):
     ls_file.write_text(json.dumps(export))
     cfg_import = load_config(
         [
-            *audit_overrides(tmp),
+            *audit_overrides(tmp, cfg.audit.db_url),
             "audit.labelstudio.action=import",
             f"audit.labelstudio.file={ls_file}",
         ],
@@ -242,7 +242,7 @@ def test_label_studio_round_trip(noisy):
     db.close()
     missing = load_config(
         [
-            *audit_overrides(tmp),
+            *audit_overrides(tmp, cfg.audit.db_url),
             "audit.labelstudio.action=import",
             f"audit.labelstudio.file={tmp}/no_export.json",
         ],

@@ -28,7 +28,7 @@ from triage.serving.predlog import PredictionLog
 
 
 @pytest.fixture(scope="module")
-def reviewed(root, tmp_path_factory):
+def reviewed(root, tmp_path_factory, module_db_url):
     """A sampled, fully reviewed batch: alice labels every item with its true intent, bob
     labels the doubly reviewed ones and disagrees on every fourth."""
     tmp = tmp_path_factory.mktemp("audit-report")
@@ -46,7 +46,7 @@ def reviewed(root, tmp_path_factory):
     pd.DataFrame({"intent_confidence": rng.beta(6, 1.5, size=300)}).to_parquet(tmp / "test.parquet")
     cfg = load_config(
         [
-            *audit_overrides(tmp),
+            *audit_overrides(tmp, module_db_url),
             "audit.sample.since=2026-11-16",
             "audit.sample.size=150",
             f"audit.report.train_data={tmp}/train.parquet",

@@ -160,7 +160,7 @@ def test_period_rules():
         auditsample.period("2026-11-23", "2026-11-16", 7)
 
 
-def test_sample_stage_reads_the_period_from_the_log(root, tmp_path):
+def test_sample_stage_reads_the_period_from_the_log(root, tmp_path, db_url):
     records, _ = synthetic_log(600, seed=4)
     earlier, _ = synthetic_log(50, seed=5, start=datetime(2026, 11, 2, tzinfo=UTC))
     log = PredictionLog(tmp_path / "predictions.sqlite", retention_days=None)
@@ -171,7 +171,11 @@ def test_sample_stage_reads_the_period_from_the_log(root, tmp_path):
     log.append([retried])
     log.close()
     cfg = load_config(
-        [*audit_overrides(tmp_path), "audit.sample.since=2026-11-16", "audit.sample.size=80"],
+        [
+            *audit_overrides(tmp_path, db_url),
+            "audit.sample.since=2026-11-16",
+            "audit.sample.size=80",
+        ],
         root=root,
     )
     batch_id = auditsample.run(cfg)
@@ -191,7 +195,7 @@ def test_sample_stage_reads_the_period_from_the_log(root, tmp_path):
     with pytest.raises(AuditError, match="exists"):
         auditsample.run(cfg)
     empty = load_config(
-        [*audit_overrides(tmp_path), "audit.sample.since=2025-01-01", "audit.batch=empty"],
+        [*audit_overrides(tmp_path, db_url), "audit.sample.since=2025-01-01", "audit.batch=empty"],
         root=root,
     )
     with pytest.raises(AuditError, match="no predictions"):

@@ -38,7 +38,7 @@ import logging
 from importlib.resources import files
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi import Depends, FastAPI, HTTPException, Path, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field, StringConstraints, model_validator
@@ -129,6 +129,11 @@ def current_reviewer(request: Request) -> Reviewer:
 
 
 Me = Annotated[Reviewer, Depends(current_reviewer)]
+
+
+#: an item id in a path: the ids are INTEGER columns (32 bits on PostgreSQL), so a larger number
+#: names no item and is refused with 422 before it reaches the database
+ItemId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 def offered(db: AuditDB, who: Reviewer, item_id: int) -> None:
@@ -266,7 +271,7 @@ def create_app(
         }
 
     @app.get("/api/items/{item_id}")
-    def get_item(item_id: int, who: Me) -> dict[str, Any]:
+    def get_item(item_id: ItemId, who: Me) -> dict[str, Any]:
         offered(db, who, item_id)
         item = db.item(item_id)
         mine = db.my_latest(item_id, who)
@@ -282,7 +287,7 @@ def create_app(
         }
 
     @app.post("/api/items/{item_id}/reviews")
-    def add_review(item_id: int, body: ReviewIn, who: Me):
+    def add_review(item_id: ItemId, body: ReviewIn, who: Me):
         offered(db, who, item_id)
         review = db.add_review(
             item_id,
