@@ -18,6 +18,7 @@ run). Each client sends from its own loopback address (see ``loopback.client``).
 
     .venv/bin/python benchmarks/hardening.py
     .venv/bin/python benchmarks/hardening.py --duration 10 --kills 1   # quicker
+    .venv/bin/python benchmarks/hardening.py serve.fairness.chunk_tokens=100000  # no interleaving
 """
 
 from __future__ import annotations
@@ -172,14 +173,16 @@ def main() -> None:
     parser.add_argument("--slow-sockets", type=int, default=400)
     parser.add_argument("--kill-after", type=float, default=10.0)
     parser.add_argument("--kills", type=int, default=2)
+    parser.add_argument("overrides", nargs="*", help="serve.* overrides for the service")
     args = parser.parse_args()
 
     from triage.config import load_config
 
-    head_timeout = load_config([]).serve.timeouts.request_head
+    head_timeout = load_config(args.overrides).serve.timeouts.request_head
     rows: list[tuple[str, str]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        with loopback.running_service(args.bundle, Path(tmp) / "predictions.sqlite") as url:
+        log_path = Path(tmp) / "predictions.sqlite"
+        with loopback.running_service(args.bundle, log_path, *args.overrides) as url:
             classify = f"{url}/v1/classify"
             load = asyncio.run(closed_loop(classify, args.clients, args.duration))
             lat = load["latency"]
