@@ -435,3 +435,27 @@ def test_wilson_interval_edge_cases():
         wilson_interval(3, 2)
     with pytest.raises(ValueError):
         wilson_interval(-1, 2)
+
+
+def test_paired_accuracy_literal_with_mcnemar_by_hand():
+    from scipy.stats import binomtest
+
+    from triage.modeling.metrics import paired_accuracy
+
+    # 10 messages: both right on 5, only a on 1, only b on 3, both wrong on 1
+    a = np.array([1, 1, 1, 1, 1, 1, 0, 0, 0, 0], dtype=bool)
+    b = np.array([1, 1, 1, 1, 1, 0, 1, 1, 1, 0], dtype=bool)
+    out = paired_accuracy(a, b, n_boot=2000, seed=3)
+    assert out["n"] == 10 and out["acc_a"] == 0.6 and out["acc_b"] == 0.8
+    assert out["diff"] == pytest.approx(-0.2)
+    assert (out["only_a"], out["only_b"]) == (1, 3)
+    # exact McNemar: two-sided binomial P(X <= 1 or X >= 3 | 4, 1/2) = (1 + 4 + 4 + 1) / 16
+    assert out["mcnemar_p"] == pytest.approx(10 / 16)
+    assert out["mcnemar_p"] == pytest.approx(binomtest(1, 4, 0.5).pvalue)
+    assert out["diff_lo"] < -0.2 < out["diff_hi"] <= 0.2 + 1e-9
+    # the answers of one message are resampled together: identical answers never differ
+    same = paired_accuracy(a, a, n_boot=200)
+    assert same["diff"] == same["diff_lo"] == same["diff_hi"] == 0.0
+    assert same["mcnemar_p"] == 1.0
+    with pytest.raises(ValueError, match="1-d arrays of one length"):
+        paired_accuracy(a, b[:5])

@@ -143,6 +143,7 @@ def build_records(
             "source": source_name,
             "channel": row.channel,
             "created_at": row.created_at,
+            "pair_id": row.pair_id,
             "split": row.split,
         }
         ok = True
@@ -265,13 +266,18 @@ def _fill_languages(frame: pd.DataFrame, languages: list[str], report: Report) -
 
 
 def _deduplicate(frame: pd.DataFrame, report: Report) -> pd.DataFrame:
-    """Keep one row per normalised text: fixed-split rows (benchmark tests) win, then the first
-    in source order. Later copies are dropped and counted (with label conflicts separately)."""
+    """Keep one row per normalised text: a fixed test split's rows (benchmark tests) win, then
+    other fixed-split rows, then the first in source order. Later copies are dropped and counted
+    (with label conflicts separately), except that a fixed test split is kept whole, repeats
+    included, as published (its numbers then compare with published ones)."""
     keys = frame["text"].map(dedup_key)
-    order = np.lexsort((np.arange(len(frame)), frame["split"].isna().to_numpy()))
+    fixed_test = (frame["split"] == "test").to_numpy()
+    rank = np.where(fixed_test, 0, np.where(frame["split"].isna(), 2, 1))
+    order = np.lexsort((np.arange(len(frame)), rank))
     first = ~keys.iloc[order].duplicated()
     keep = pd.Series(False, index=frame.index)
     keep.iloc[order[first.to_numpy()]] = True
+    keep |= fixed_test
     winner = {k: i for i, k in zip(frame.index[keep], keys[keep], strict=True)}
     for i in frame.index[~keep]:
         w = winner[keys[i]]

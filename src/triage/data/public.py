@@ -14,7 +14,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from triage.data.readers import RawRow, load_table, read_lines
+from triage.data.splits import hash_seed
 from triage.errors import DataError
 
 
@@ -149,6 +152,64 @@ def read_fewshot(path: Path, options: dict[str, Any]) -> Iterator[RawRow]:
             )
 
 
+#: our language code -> MASSIVE's locale (its file name)
+MASSIVE_LOCALES = {"nl": "nl-NL", "en": "en-US"}
+#: MASSIVE's partitions -> our split (dev: None, drawn by us into val and calib)
+MASSIVE_SPLITS = {"train": "train", "dev": None, "test": "test"}
+
+
+def read_massive(path: Path, options: dict[str, Any]) -> Iterator[RawRow]:
+    """MASSIVE 1.1 JSONL per locale (``{locale}.jsonl``: ``id``, ``locale``, ``partition``,
+    ``intent``, ``utt``, ...). The same ``id`` is the same utterance in every locale: it becomes
+    the rows' ``pair_id`` (``massive-{id}``); the row ids are ``massive-{lang}-{id}``.
+
+    ``options.languages``: the languages whose test partition is read (default nl and en);
+    ``options.train_languages``: those whose train and dev partitions are read too (default:
+    all of ``languages``; one of them for cross-lingual transfer); ``options.train_per_intent``:
+    language -> at most this many train utterances per intent (seeded; the data-size curve).
+    """
+    languages = list(options.get("languages", list(MASSIVE_LOCALES)))
+    train_languages = set(options.get("train_languages", languages))
+    caps = dict(options.get("train_per_intent") or {})
+    unknown = sorted({*languages, *train_languages, *caps} - set(MASSIVE_LOCALES))
+    if unknown:
+        raise DataError(
+            f"massive: unknown languages {unknown}; this copy has {sorted(MASSIVE_LOCALES)}"
+        )
+    for lang in languages:
+        file = path / f"{MASSIVE_LOCALES[lang]}.jsonl"
+        frame = load_table(file, "jsonl")
+        _need_columns(file, frame.columns, ["id", "partition", "intent", "utt"])
+        frame["line"] = np.arange(1, len(frame) + 1)
+        unknown_parts = sorted(set(frame["partition"]) - set(MASSIVE_SPLITS))
+        if unknown_parts:
+            raise DataError(f"{file}: unknown partitions {unknown_parts}; expected train/dev/test")
+        if lang not in train_languages:
+            frame = frame[frame["partition"] == "test"]
+        elif lang in caps:
+            frame = _cap_train(frame, int(caps[lang]), seed=hash_seed(f"massive-{lang}"))
+        for row in frame.itertuples(index=False):
+            yield RawRow(
+                text=row.utt,
+                intent=row.intent,
+                lang=lang,
+                where=f"{file}:line {row.line}",
+                id=f"massive-{lang}-{row.id}",
+                pair_id=f"massive-{row.id}",
+                split=MASSIVE_SPLITS[row.partition],
+            )
+
+
+def _cap_train(frame: Any, cap: int, seed: int) -> Any:
+    """``frame`` with at most ``cap`` train rows per intent (a seeded draw; 0 keeps none) and
+    every dev and test row."""
+    train = frame[frame["partition"] == "train"]
+    drawn = train.groupby("intent", group_keys=False).apply(
+        lambda rows: rows.sample(n=min(cap, len(rows)), random_state=seed % 2**32)
+    )
+    return frame[(frame["partition"] != "train") | frame.index.isin(drawn.index)]
+
+
 def _aligned(text_file: Path, label_file: Path) -> Iterator[tuple[str, str, str]]:
     texts, labels = read_lines(text_file), read_lines(label_file)
     if len(texts) != len(labels):
@@ -173,4 +234,5 @@ ADAPTERS: dict[str, Callable[[Path, dict[str, Any]], Iterator[RawRow]]] = {
     "youtube_spam": read_youtube_spam,
     "tweeteval": read_tweeteval,
     "fewshot": read_fewshot,
+    "massive": read_massive,
 }

@@ -32,6 +32,7 @@ class RawRow:
     id: str | None = None
     channel: str | None = None
     created_at: str | None = None
+    pair_id: str | None = None  # shared by the translations of one message
     split: str | None = None  # a fixed split (an original benchmark test set); None: ours to draw
 
 
@@ -151,6 +152,7 @@ def read_file_source(path: Path, fmt: str | None, columns: dict[str, str]) -> It
                 id=opt_str(values.get("id")),
                 channel=opt_str(values.get("channel")),
                 created_at=opt_str(values.get("created_at")),
+                pair_id=opt_str(values.get("pair_id")),
             )
 
 
@@ -190,6 +192,7 @@ def read_hub_source(
             sentiment=values["sentiment"],
             lang=opt_str(values["lang"]),
             id=opt_str(values["id"]),
+            pair_id=opt_str(values["pair_id"]),
         )
 
 

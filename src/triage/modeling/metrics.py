@@ -11,6 +11,7 @@ first argmax. As elsewhere here, a metric that is undefined for lack of rows is 
 * Selective prediction (automatic vs. human): :func:`risk_coverage`, :func:`aurc`,
   :func:`coverage_at`, :func:`automation_report`.
 * Uncertainty of an estimate: :func:`bootstrap_ci`, :func:`wilson_interval`.
+* Two systems (or languages) on the same messages: :func:`paired_accuracy`.
 """
 
 from __future__ import annotations
@@ -448,3 +449,39 @@ def wilson_interval(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
     lower = 0.0 if k == 0 else max(0.0, centre - half)
     upper = 1.0 if k == n else min(1.0, centre + half)
     return lower, upper
+
+
+def paired_accuracy(
+    correct_a: np.ndarray, correct_b: np.ndarray, n_boot: int = 1000, seed: int = 0
+) -> dict[str, float]:
+    """Accuracy of ``a`` minus that of ``b`` on the same messages (row ``i`` of both is one
+    message, e.g. in two languages).
+
+    Returns ``n``, ``acc_a``, ``acc_b``, ``diff`` (``acc_a - acc_b``), ``diff_lo`` / ``diff_hi``
+    (a paired percentile bootstrap: messages are resampled, each with both of its answers),
+    ``only_a`` / ``only_b`` (messages only ``a`` / only ``b`` got right) and ``mcnemar_p``
+    (McNemar's exact test: two-sided binomial test of ``only_a`` among the discordant
+    messages at 1/2; 1.0 when there are none).
+    """
+    from scipy.stats import binomtest
+
+    a, b = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"need two 1-d arrays of one length, got {a.shape} and {b.shape}")
+    diff, lo, hi = bootstrap_ci(
+        lambda x, y: float(x.mean() - y.mean()), a, b, n_boot=n_boot, seed=seed
+    )
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    discordant = only_a + only_b
+    p = binomtest(only_a, discordant, 0.5).pvalue if discordant else 1.0
+    return {
+        "n": float(len(a)),
+        "acc_a": float(a.mean()),
+        "acc_b": float(b.mean()),
+        "diff": diff,
+        "diff_lo": lo,
+        "diff_hi": hi,
+        "only_a": float(only_a),
+        "only_b": float(only_b),
+        "mcnemar_p": float(p),
+    }

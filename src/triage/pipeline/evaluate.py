@@ -10,7 +10,10 @@ Writes into ``{evaluate.out_dir}``:
         thresholds: coverage and the share of wrong automated decisions per class with a Wilson
         upper bound; bootstrap intervals for the headline numbers; ``flags`` naming every class
         whose automated decisions break the target; differences to ``compare_with``; for rows
-        of ``data.out_of_scope_sources``, the share sent to review (``oos_rejection``).
+        of ``data.out_of_scope_sources``, the share sent to review (``oos_rejection``); where
+        rows share a ``pair_id`` (one message in two languages), the paired accuracy difference
+        per head and language pair (``{split}/{head}/paired/{a}-{b}/...``: bootstrap interval,
+        McNemar's test) and ``paired_{head}_{a}-{b}.csv`` (per class, worst first, examples).
         ``predictions.parquet``: per message the labels, predictions, calibrated probabilities,
         the threshold that applied (its language's) and the decision per head. ``plots/``:
         reliability diagrams, confusion matrices, risk-coverage curves and per-language bars
@@ -49,6 +52,7 @@ from triage.modeling.metrics import (
     summary,
 )
 from triage.modeling.model import load_predictor
+from triage.modeling.parity import language_pairs, parity
 from triage.schema import MISSING_LABEL
 from triage.tracking import add_to_checkpoint_run
 
@@ -162,6 +166,32 @@ def run(cfg: Config) -> Path:
                 1 - decisions[head][out_of_scope].mean()
             )
             metrics[f"{split}/{head}/oos_n"] = float(out_of_scope.sum())
+    # Parity on identical messages: rows that share a pair_id are one message in two languages
+    out_dir.mkdir(parents=True, exist_ok=True)
+    parity_files = []
+    for lang_a, lang_b in language_pairs(frame, list(cfg.data.languages)):
+        for head, names in labels.items():
+            pred = probs[head].argmax(axis=1)
+            numbers, per_class = parity(frame, targets[head], pred, names, lang_a, lang_b)
+            if not numbers:
+                continue
+            key = f"{split}/{head}/paired/{lang_a}-{lang_b}"
+            metrics.update({f"{key}/{name}": value for name, value in numbers.items()})
+            parity_files.append(out_dir / f"paired_{head}_{lang_a}-{lang_b}.csv")
+            write_atomic(parity_files[-1], lambda p, t=per_class: t.to_csv(p, index=False))
+            log.info(
+                "%s %s on %d identical messages: %s - %s accuracy %+.4f [%+.4f, %+.4f], "
+                "McNemar p %.3g",
+                split,
+                head,
+                numbers["n"],
+                lang_a,
+                lang_b,
+                numbers["diff"],
+                numbers["diff_lo"],
+                numbers["diff_hi"],
+                numbers["mcnemar_p"],
+            )
     metrics.update(compare(metrics, ecfg.compare_with))
 
     predictions = frame.copy()
@@ -174,7 +204,6 @@ def run(cfg: Config) -> Path:
             np.arange(len(frame)), probs[head].argmax(axis=1)
         ]
         predictions[f"{head}_probs"] = list(probs[head])
-    out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "metrics.json", {**metrics, "flags": flags})
     write_atomic(out_dir / "predictions.parquet", lambda p: predictions.to_parquet(p))
     figures = write_plots(out_dir / "plots", probs, targets, langs, labels, metrics, split, ecfg)
@@ -185,6 +214,7 @@ def run(cfg: Config) -> Path:
         checkpoint,
         metrics,
         [(out_dir / "metrics.json", "evaluation"), (out_dir / "predictions.parquet", "evaluation")]
+        + [(path, "evaluation") for path in parity_files]
         + [(figure, "evaluation/plots") for figure in figures],
     )
     for head in labels:
