@@ -90,6 +90,9 @@ class RoutingTable:
     default: Rule
     not_confident: Rule
     negative: NegativeRule
+    # the pilot: intents that may act automatically (None: all the rules allow); the service
+    # applies it (triage.serving.rollout) and operators change it at run time
+    automation_enabled: tuple[str, ...] | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RoutingTable:
@@ -122,11 +125,19 @@ class RoutingTable:
                 _enum(Action, a, "negative.raise_priority_for") for a in neg["raise_priority_for"]
             ),
         )
+        enabled = (data.get("automation") or {}).get("enabled")
+        if enabled is not None and (
+            isinstance(enabled, str) or not all(isinstance(i, str) for i in enabled)
+        ):
+            raise ConfigError(
+                f"routing.automation.enabled: a list of intents or null, got {enabled!r}"
+            )
         return cls(
             intents=intents,
             default=_rule(data["default"], "default"),
             not_confident=_rule(data["not_confident"], "not_confident"),
             negative=negative,
+            automation_enabled=None if enabled is None else tuple(enabled),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -144,6 +155,11 @@ class RoutingTable:
                 "block_auto_reply_at": self.negative.block_auto_reply_at,
                 "raise_priority_at": self.negative.raise_priority_at,
                 "raise_priority_for": [str(a) for a in self.negative.raise_priority_for],
+            },
+            "automation": {
+                "enabled": None
+                if self.automation_enabled is None
+                else list(self.automation_enabled)
             },
         }
 

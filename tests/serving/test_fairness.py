@@ -218,7 +218,7 @@ def test_a_slow_request_head_is_closed_and_a_whole_one_served():
         app,
         port=port,
         log_level="warning",
-        http=HeadTimeoutProtocol.with_timeout(0.3),
+        http=type("FastHeadTimeout", (HeadTimeoutProtocol,), {"head_timeout_s": 0.3}),
         timeout_keep_alive=30,
         lifespan="off",
     )
@@ -244,3 +244,25 @@ def test_a_slow_request_head_is_closed_and_a_whole_one_served():
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def test_background_work_waits_for_clients_and_is_dropped_when_full():
+    calls: list = []
+
+    def shadow(messages):
+        calls.append(["shadow", *messages])
+        time.sleep(0.01)
+        return list(messages)
+
+    async def scenario():
+        fair = scheduler(calls, max_background_messages=3)
+        client = asyncio.create_task(fair.submit("a", [1, 2, 3, 4, 5, 6]))  # 3 chunks
+        await asyncio.sleep(0.005)
+        background = await fair.submit_background([7, 8], shadow)
+        assert await fair.submit_background([9, 10], shadow) is None  # full: dropped
+        assert await client == [2, 4, 6, 8, 10, 12]
+        assert await background == [[7, 8]]
+        assert fair.background_messages == 0
+
+    asyncio.run(scenario())
+    assert calls[-1] == ["shadow", 7, 8]  # after every client chunk

@@ -148,6 +148,8 @@ class EvaluateConfig:
     bootstrap: int = MISSING
     n_bins: int = MISSING
     out_dir: str = MISSING
+    extra: list[str] = field(default_factory=list)
+    sets: dict[str, SourceConfig] = field(default_factory=dict)
 
 
 @dataclass
@@ -197,6 +199,13 @@ class NegativeRuleConfig:
 
 
 @dataclass
+class AutomationConfig:
+    """The pilot list; see ``configs/routing/default.yaml``."""
+
+    enabled: list[str] | None = None
+
+
+@dataclass
 class RoutingConfig:
     """The routing table (rules in ``triage.routing``); values in ``configs/routing/``."""
 
@@ -204,6 +213,7 @@ class RoutingConfig:
     default: RouteRuleConfig = MISSING
     not_confident: RouteRuleConfig = MISSING
     negative: NegativeRuleConfig = MISSING
+    automation: AutomationConfig = field(default_factory=lambda: AutomationConfig())
 
 
 @dataclass
@@ -234,6 +244,15 @@ class TimeoutsConfig:
 
 
 @dataclass
+class RolloutConfig:
+    """Types only; the values and what they mean are in ``configs/serve/default.yaml``."""
+
+    state_file: str = MISSING
+    poll_seconds: float = MISSING
+    admin_token: str | None = MISSING
+
+
+@dataclass
 class ServeConfig:
     """Types only; the values and what they mean are in ``configs/serve/default.yaml``."""
 
@@ -250,6 +269,10 @@ class ServeConfig:
     max_text_chars: int = MISSING
     pii_mask: bool = MISSING
     prediction_log: PredictionLogConfig = field(default_factory=PredictionLogConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    shadow_bundle: str | None = MISSING
+    canary_share: float = MISSING
+    workers: int = MISSING
     log_level: str = MISSING
 
 

@@ -152,6 +152,35 @@ def read_fewshot(path: Path, options: dict[str, Any]) -> Iterator[RawRow]:
             )
 
 
+def read_absa(path: Path, options: dict[str, Any]) -> Iterator[RawRow]:
+    """SemEval-2016 ABSA XML (Review > sentences > sentence > text, Opinions > Opinion
+    polarity), one row per sentence with a sentence-level sentiment: all its opinions agree ->
+    that polarity; no opinion -> ``neutral``; opinions that disagree -> left out (no single
+    label). ``path``: the XML file, or a folder of them. Development and evaluation data only
+    (no licence is stated): never train a shipped model on it."""
+    from xml.etree import ElementTree
+
+    files = sorted(path.glob("*.xml")) if path.is_dir() else [path]
+    if not files:
+        raise DataError(f"{path}: no .xml files")
+    for file in files:
+        try:
+            root = ElementTree.parse(file).getroot()
+        except (ElementTree.ParseError, OSError) as exc:
+            raise DataError(f"{file}: not a readable SemEval ABSA XML file ({exc})") from exc
+        for n, sentence in enumerate(root.iter("sentence"), start=1):
+            text = sentence.findtext("text")
+            polarities = {o.get("polarity") for o in sentence.iter("Opinion")}
+            if len(polarities) > 1:
+                continue  # mixed: no sentence-level label
+            yield RawRow(
+                text=text,
+                sentiment=polarities.pop() if polarities else "neutral",
+                where=f"{file}:sentence {n}",
+                id=f"absa-{sentence.get('id') or n}",
+            )
+
+
 #: our language code -> MASSIVE's locale (its file name)
 MASSIVE_LOCALES = {"nl": "nl-NL", "en": "en-US"}
 #: MASSIVE's partitions -> our split (dev: None, drawn by us into val and calib)
@@ -235,4 +264,5 @@ ADAPTERS: dict[str, Callable[[Path, dict[str, Any]], Iterator[RawRow]]] = {
     "tweeteval": read_tweeteval,
     "fewshot": read_fewshot,
     "massive": read_massive,
+    "absa": read_absa,
 }

@@ -13,7 +13,9 @@ Writes into ``{evaluate.out_dir}``:
         of ``data.out_of_scope_sources``, the share sent to review (``oos_rejection``); where
         rows share a ``pair_id`` (one message in two languages), the paired accuracy difference
         per head and language pair (``{split}/{head}/paired/{a}-{b}/...``: bootstrap interval,
-        McNemar's test) and ``paired_{head}_{a}-{b}.csv`` (per class, worst first, examples).
+        McNemar's test) and ``paired_{head}_{a}-{b}.csv`` (per class, worst first, examples);
+        for every set of ``evaluate.extra`` (real text never trained on), its metrics
+        (``extra/<set>/<head>/...``, :mod:`triage.modeling.realtext`).
         ``predictions.parquet``: per message the labels, predictions, calibrated probabilities,
         the threshold that applied (its language's) and the decision per head. ``plots/``:
         reliability diagrams, confusion matrices, risk-coverage curves and per-language bars
@@ -30,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from triage.config import Config, EvaluateConfig
+from triage.config import Config, EvaluateConfig, to_container
 from triage.data.splits import label_ids, load_split
 from triage.io import write_atomic, write_json
 from triage.modeling import plots
@@ -53,6 +55,7 @@ from triage.modeling.metrics import (
 )
 from triage.modeling.model import load_predictor
 from triage.modeling.parity import language_pairs, parity
+from triage.modeling.realtext import read_eval_set, score_eval_set
 from triage.schema import MISSING_LABEL
 from triage.tracking import add_to_checkpoint_run
 
@@ -191,6 +194,31 @@ def run(cfg: Config) -> Path:
                 numbers["diff_lo"],
                 numbers["diff_hi"],
                 numbers["mcnemar_p"],
+            )
+    # Real text the model never trained on (evaluate.extra), with the same calibration
+    for name in ecfg.extra:
+        extra = read_eval_set(
+            name,
+            to_container(ecfg.sets),
+            labels,
+            Path(cfg.paths.root),
+            Path(cfg.paths.public_data),
+        )
+        extra_logits = predictor.logits(extra["text"].tolist())
+        extra_langs = extra["lang"].to_numpy()
+        extra_probs = {
+            head: calibrated_probs(extra_logits[head], extra_langs, calibration["heads"][head])
+            for head in labels
+        }
+        scored = score_eval_set(extra_probs, label_ids(extra, labels), labels, name, ecfg.n_bins)
+        metrics.update(scored)
+        for key in sorted(k for k in scored if k.endswith("/macro_f1")):
+            log.info(
+                "%s: macro-F1 %.4f, accuracy at >= 0.9 confidence %.4f (%d rows)",
+                key.removesuffix("/macro_f1"),
+                scored[key],
+                scored[key.replace("/macro_f1", "/accuracy_at_0.9")],
+                scored[key.replace("/macro_f1", "/n")],
             )
     metrics.update(compare(metrics, ecfg.compare_with))
 

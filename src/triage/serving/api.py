@@ -46,31 +46,37 @@ The parts: :mod:`~triage.serving.api_models` (request and response shapes, the l
 """
 
 import asyncio
+import hmac
+import json
 import logging
+import os
 import uuid
 from collections.abc import Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 
-from triage.config import Config
+from triage.config import Config, to_container
 from triage.serving.api_models import (
     ClassifyResponse,
     ErrorResponse,
     ModelInfo,
+    RolloutIn,
+    RolloutOut,
     Status,
     max_body_bytes,
     request_models,
 )
 from triage.serving.bundle import read_manifest
 from triage.serving.limits import BodyLimitMiddleware, HeadTimeoutProtocol
+from triage.serving.rollout import RolloutState
 from triage.serving.runtime import Runtime
 from triage.serving.scheduler import Busy
 from triage.serving.service import Service
@@ -136,11 +142,19 @@ def create_app(scfg: Any, load: Callable[[], Runtime] | None = None) -> FastAPI:
                 await anyio.to_thread.run_sync(service.purge)
                 await asyncio.sleep(PURGE_EVERY_S)
 
+        async def watch_rollout() -> None:  # an operator's change reaches every worker
+            while True:
+                if service.rollout is not None:
+                    service.rollout.refresh()
+                await asyncio.sleep(scfg.rollout.poll_seconds)
+
         purger = asyncio.create_task(purge_daily())
+        watcher = asyncio.create_task(watch_rollout())
         try:
             yield
         finally:
             purger.cancel()
+            watcher.cancel()
             if service.predlog is not None:
                 service.predlog.close()
 
@@ -235,7 +249,63 @@ def create_app(scfg: Any, load: Callable[[], Runtime] | None = None) -> FastAPI:
         return {
             **service.runtime.metadata(),
             "limits": {"max_batch": scfg.max_batch, "max_text_chars": scfg.max_text_chars},
+            "rollout": service.rollout.state.to_dict() if service.rollout else None,
+            "challenger": {
+                "model_version": service.challenger.model_version if service.challenger else None,
+                "error": service.challenger_error,
+                "canary_share": scfg.canary_share if service.challenger else 0.0,
+            },
         }
+
+    def admin(authorization: str | None) -> JSONResponse | None:
+        """None when the bearer token is right; else the refusal (the token is never logged)."""
+        token = scfg.rollout.admin_token
+        if not token:
+            return _error(403, "the admin endpoint is off: set TRIAGE_ADMIN_TOKEN and restart")
+        scheme, _, given = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode("utf-8", "surrogatepass"), token.encode("utf-8")
+        ):
+            return _error(401, "send Authorization: Bearer <the admin token>")
+        return None
+
+    admin_responses: dict[int | str, dict[str, Any]] = {
+        401: {"model": ErrorResponse, "description": "No or a wrong admin token"},
+        403: {"model": ErrorResponse, "description": "The admin endpoint is off"},
+        422: errors_4xx[422],
+        503: errors_4xx[503],
+    }
+
+    @app.get("/v1/admin/rollout", response_model=RolloutOut, responses=admin_responses)
+    async def get_rollout(authorization: Annotated[str | None, Header()] = None) -> Any:
+        """The kill switch and the pilot list in force."""
+        if refused := admin(authorization):
+            return refused
+        if service.rollout is None:
+            return not_ready()
+        return service.rollout.state.to_dict()
+
+    @app.post("/v1/admin/rollout", response_model=RolloutOut, responses=admin_responses)
+    async def set_rollout(
+        body: RolloutIn, authorization: Annotated[str | None, Header()] = None
+    ) -> Any:
+        """Switch automation off or on, or change the pilot list, for every worker (within
+        ``serve.rollout.poll_seconds``); fields left out keep their value."""
+        if refused := admin(authorization):
+            return refused
+        if service.rollout is None or service.runtime is None:
+            return not_ready()
+        known = service.runtime.heads["intent"].labels
+        unknown = [i for i in body.pilot or [] if i not in known]
+        if unknown:
+            msg = f"unknown intents {unknown}; the model's intents are {', '.join(known)}"
+            return _invalid([{"loc": "pilot", "msg": msg}])
+        current = service.rollout.state.to_dict()
+        changes = body.model_dump(include=body.model_fields_set)
+        state = RolloutState.from_dict({**current, **changes}, "the admin request")
+        stored = await anyio.to_thread.run_sync(service.rollout.write, state, "admin endpoint")
+        log.warning("rollout changed through the admin endpoint: %s", stored.to_dict())
+        return stored.to_dict()
 
     @app.post(
         "/v1/classify",
@@ -251,23 +321,46 @@ def create_app(scfg: Any, load: Callable[[], Runtime] | None = None) -> FastAPI:
         if errors := _unknown_langs(messages, allowed):
             return _invalid(errors, "; omit lang to have it detected")
         client = request.client.host if request.client else "unknown"
+        ids = [m.id or uuid.uuid4().hex for m in messages]
+        arms = service.arms(ids)
         try:
-            predictions = await service.scheduler.submit(client, messages)
+            predictions = await decide(client, messages, arms)
         except Busy as busy:
             refused = _error(busy.status, busy.detail)
             refused.headers["Retry-After"] = str(busy.retry_after)
             return refused
-        ids = [m.id or uuid.uuid4().hex for m in messages]
         if service.predlog is not None:
-            records = service.records(messages, predictions, ids)
+            records = service.records(messages, predictions, ids, arms)
             if not await anyio.to_thread.run_sync(service.append, records):
                 response.headers["X-Prediction-Log"] = "failed"
+        service.shadow(messages, ids, arms)  # after this answer, never delaying it
         return {
             "model_version": service.runtime.model_version,
             "predictions": [
                 {"message_id": i, **p.to_dict()} for i, p in zip(ids, predictions, strict=True)
             ],
         }
+
+    async def decide(client: str, messages: list[Any], arms: list[str]) -> list[Any]:
+        """Each message decided by its arm's model, in message order."""
+        if "challenger" not in arms:
+            return await service.scheduler.submit(client, messages)
+        parts = {
+            arm: [i for i, a in enumerate(arms) if a == arm] for arm in ("champion", "challenger")
+        }
+        runs = {"champion": None, "challenger": lambda m: service.classify(m, service.challenger)}
+        decided = await asyncio.gather(
+            *(
+                service.scheduler.submit(client, [messages[i] for i in rows], run=runs[arm])
+                for arm, rows in parts.items()
+                if rows
+            )
+        )
+        out: list[Any] = [None] * len(messages)
+        for rows, predictions in zip([r for r in parts.values() if r], decided, strict=True):
+            for i, prediction in zip(rows, predictions, strict=True):
+                out[i] = prediction
+        return out
 
     @app.get("/metrics", tags=["ops"], response_class=Response)
     async def metrics() -> Response:
@@ -286,25 +379,47 @@ def _package_version() -> str:
         return "0+unknown"
 
 
+#: the environment variable through which ``run`` hands the serve config to every worker
+SERVE_CONFIG_ENV = "TRIAGE_SERVE_CONFIG"
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one worker process, from the serve config ``run`` put in the environment
+    (uvicorn's factory: with several workers each process builds its own app)."""
+    from omegaconf import OmegaConf
+
+    from triage.config.groups import ServeConfig
+
+    data = json.loads(os.environ[SERVE_CONFIG_ENV])
+    scfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ServeConfig), data))
+    HeadTimeoutProtocol.head_timeout_s = scfg.timeouts.request_head
+    return create_app(scfg)
+
+
 def run(cfg: Config) -> None:
-    """``triage serve``: serve ``cfg.serve.bundle`` with uvicorn in the foreground."""
+    """``triage serve``: serve ``cfg.serve.bundle`` with uvicorn in the foreground, in
+    ``serve.workers`` processes."""
     import uvicorn
 
     scfg = cfg.serve
     manifest = read_manifest(scfg.bundle)  # a missing bundle fails here, before listening
     log.info(
-        "serving %s (model %s) on http://%s:%d",
+        "serving %s (model %s) on http://%s:%d with %d worker(s)",
         scfg.bundle,
         manifest.model_version,
         scfg.host,
         scfg.port,
+        scfg.workers,
     )
+    os.environ[SERVE_CONFIG_ENV] = json.dumps(to_container(scfg))
     uvicorn.run(
-        create_app(scfg),
+        "triage.serving.api:app_from_environment",
+        factory=True,
+        workers=scfg.workers,
         host=scfg.host,
         port=scfg.port,
         log_level=scfg.log_level,
-        http=HeadTimeoutProtocol.with_timeout(scfg.timeouts.request_head),
+        http=HeadTimeoutProtocol,
         timeout_keep_alive=scfg.timeouts.keep_alive,
         limit_concurrency=scfg.max_connections,
     )

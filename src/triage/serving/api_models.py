@@ -70,6 +70,33 @@ class ModelInfo(BaseModel):
     heads: dict[str, Any]
     routing: dict[str, Any]
     limits: dict[str, int]
+    rollout: RolloutOut
+    challenger: dict[str, Any] = Field(
+        description="the shadow / canary model: version, load error, canary share"
+    )
+
+
+class RolloutOut(BaseModel):
+    """The rollout state in force (triage.serving.rollout)."""
+
+    automation: bool = Field(description="false while the kill switch is on: everything to review")
+    pilot: list[str] | None = Field(description="intents that may act automatically; null: all")
+    note: str
+    changed_at: str | None
+    changed_by: str | None
+
+
+class RolloutIn(BaseModel):
+    """A change of the rollout state; fields left out keep their value (``pilot: null``: every
+    intent the routing table allows)."""
+
+    model_config = ConfigDict(extra="forbid")
+    automation: bool | None = None
+    pilot: list[StrictStr] | None = Field(default=None, max_length=200)
+    note: str = Field(default="", max_length=500)
+
+
+ModelInfo.model_rebuild()
 
 
 class Status(BaseModel):

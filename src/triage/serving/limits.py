@@ -93,13 +93,11 @@ class HeadTimeoutProtocol(H11Protocol):
     timeout stops counting once the first byte of a request arrives, so a client that sends its
     headers a byte at a time would hold the connection forever).
 
-    Make one with :meth:`with_timeout`."""
+    ``head_timeout_s`` is set per process from ``serve.timeouts.request_head`` by
+    :func:`triage.serving.api.app_from_environment` (uvicorn makes a protocol object per
+    connection, from the class)."""
 
     head_timeout_s: float = 10.0
-
-    @classmethod
-    def with_timeout(cls, seconds: float) -> type[HeadTimeoutProtocol]:
-        return type(cls.__name__, (cls,), {"head_timeout_s": seconds})
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)

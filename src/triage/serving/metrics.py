@@ -58,6 +58,23 @@ class Metrics:
             "Messages accepted and not yet classified (bounded by serve.fairness)",
             registry=r,
         )
+        self.automation = Gauge(
+            "triage_automation_enabled",
+            "1 while automatic decisions are allowed, 0 while the kill switch is on",
+            registry=r,
+        )
+        self.shadow = Counter(
+            "triage_shadow_messages",
+            "Messages the model that did not decide was to score: scored, dropped (its queue "
+            "was full), failed",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in ("scored", "dropped", "failed"):
+            self.shadow.labels(outcome)
+        self.challenger = Gauge(
+            "triage_challenger_info", "The loaded challenger model", ["model_version"], registry=r
+        )
         self.ready = Gauge("triage_model_ready", "1 once the bundle is loaded", registry=r)
         self.model = Gauge("triage_model_info", "The served model", ["model_version"], registry=r)
         self.routes: list[BaseRoute] = []

@@ -49,6 +49,7 @@ FIELDS: tuple[str, ...] = (
     *PREDICTION_FIELDS,
     "model_version",
     "channel",
+    "rollout",  # the rollout state in force: {"automation": bool, "pilot": [...] | null}
 )
 _REQUIRED = ("text", "text_masked", "decision")
 _JSON_FIELDS = ("intent_probs", "sentiment_probs")
@@ -59,7 +60,7 @@ _FLOAT_FIELDS = (
     "sentiment_threshold",
 )
 DECISIONS = ("auto", "review")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the rollout column
 BUSY_TIMEOUT_MS = 30_000
 
 _SCHEMA = """
@@ -84,7 +85,8 @@ CREATE TABLE IF NOT EXISTS predictions (
     priority TEXT,
     reason TEXT,
     model_version TEXT,
-    channel TEXT
+    channel TEXT,
+    rollout TEXT
 );
 CREATE INDEX IF NOT EXISTS predictions_created ON predictions (created_us);
 CREATE INDEX IF NOT EXISTS predictions_message ON predictions (message_id);
@@ -191,6 +193,8 @@ def _row(record: Mapping[str, Any]) -> tuple[Any, ...]:
             values[key] = json.dumps(
                 {str(label): float(p) for label, p in values[key].items()}, ensure_ascii=False
             )
+    if values["rollout"] is not None:
+        values["rollout"] = json.dumps(values["rollout"], ensure_ascii=False)
     return (_epoch_us(created), *(values[key] for key in FIELDS))
 
 
@@ -198,7 +202,7 @@ def _record(row: tuple[Any, ...]) -> dict[str, Any]:
     """A stored row back as a record dict."""
     record = dict(zip(FIELDS, row, strict=True))
     record["text_masked"] = bool(record["text_masked"])
-    for key in _JSON_FIELDS:
+    for key in (*_JSON_FIELDS, "rollout"):
         if record[key] is not None:
             record[key] = json.loads(record[key])
     return record
@@ -259,6 +263,9 @@ class PredictionLog:
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("BEGIN IMMEDIATE")
             version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == 1:  # a log written before the rollout column: add it (NULL)
+                conn.execute("ALTER TABLE predictions ADD COLUMN rollout TEXT")
+                version = SCHEMA_VERSION
             if version not in (0, SCHEMA_VERSION):
                 conn.execute("ROLLBACK")
                 raise PredictionLogError(
@@ -304,9 +311,13 @@ class PredictionLog:
                 raise
             conn.execute("COMMIT")
 
-    def read(self, since: datetime | None = None, until: datetime | None = None) -> list[dict]:
+    def read(
+        self, since: datetime | None = None, until: datetime | None = None, shadow: bool = False
+    ) -> list[dict]:
         """The records with ``since <= created_at < until`` (either bound optional; naive
-        datetimes count as UTC), oldest first (ties in the order they were appended)."""
+        datetimes count as UTC), oldest first (ties in the order they were appended). The
+        shadow model's records (``rollout.arm == "shadow"``: they decided nothing) only with
+        ``shadow``."""
         clauses, params = [], []
         if since is not None:
             clauses.append("created_us >= ?")
@@ -321,7 +332,10 @@ class PredictionLog:
                 .execute(f"{_SELECT}{where} ORDER BY created_us, seq", params)
                 .fetchall()
             )
-        return [_record(row) for row in rows]
+        records = [_record(row) for row in rows]
+        if shadow:
+            return records
+        return [r for r in records if (r["rollout"] or {}).get("arm") != "shadow"]
 
     def purge(self, now: datetime | None = None) -> int:
         """Delete the records older than ``retention_days`` before ``now`` (default: the

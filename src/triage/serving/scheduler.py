@@ -10,6 +10,10 @@ Work is bounded: a client with ``max_client_requests`` requests already waiting 
 :class:`Busy` with status 429, and a request that would take a non-empty queue over
 ``max_queued_messages`` gets :class:`Busy` with status 503; both carry the seconds after which a
 retry is likely to be served (the ``Retry-After`` header).
+
+Background work (a shadow model scoring messages already answered) runs only while no client
+waits, so it delays a client by at most the one chunk in progress; past
+``max_background_messages`` waiting it is dropped, never queued without limit.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ class _Job:
     messages: Sequence[Any]
     chunks: deque[list[int]]
     future: asyncio.Future
+    run: Callable[[Sequence[Any]], list[Any]]
     results: list[list[Any]] = field(default_factory=list)
 
 
@@ -72,6 +77,7 @@ class FairScheduler:
         chunk_tokens: tokens per model call when clients wait (the fairness granularity).
         max_client_requests: requests one client may have waiting or running.
         max_queued_messages: messages all clients may have waiting or running.
+        max_background_messages: background messages that may wait (more are dropped).
     """
 
     def __init__(
@@ -81,6 +87,7 @@ class FairScheduler:
         chunk_tokens: int,
         max_client_requests: int,
         max_queued_messages: int,
+        max_background_messages: int = 1024,
     ) -> None:
         self._run, self._count_tokens = run, count_tokens
         self.chunk_tokens = chunk_tokens
@@ -89,6 +96,9 @@ class FairScheduler:
         self._clients: OrderedDict[str, deque[_Job]] = OrderedDict()
         self._requests: dict[str, int] = {}
         self.queued_messages = 0
+        self.max_background_messages = max_background_messages
+        self._background: deque[_Job] = deque()
+        self.background_messages = 0
         self._dispatcher: asyncio.Task | None = None
         self._seconds_per_message = 0.05
 
@@ -96,8 +106,14 @@ class FairScheduler:
         """Whole seconds until the queued work is likely done (at least 1)."""
         return max(1, math.ceil(self.queued_messages * self._seconds_per_message))
 
-    async def submit(self, client: str, messages: Sequence[Any]) -> list[Any]:
-        """Classify ``messages`` for ``client`` in its turns; results in message order.
+    async def submit(
+        self,
+        client: str,
+        messages: Sequence[Any],
+        run: Callable[[Sequence[Any]], list[Any]] | None = None,
+    ) -> list[Any]:
+        """Classify ``messages`` for ``client`` in its turns (with ``run``, default the
+        scheduler's); results in message order.
 
         Raises:
             Busy: the client or the whole queue is at its bound (nothing was queued).
@@ -122,10 +138,10 @@ class FairScheduler:
         try:
             counts = await anyio.to_thread.run_sync(self._count_tokens, messages)
             chunks = deque(chunk_positions(counts, self.chunk_tokens))
-            job = _Job(messages, chunks, asyncio.get_running_loop().create_future())
+            future = asyncio.get_running_loop().create_future()
+            job = _Job(messages, chunks, future, run or self._run)
             self._clients.setdefault(client, deque()).append(job)
-            if self._dispatcher is None or self._dispatcher.done():
-                self._dispatcher = asyncio.create_task(self._dispatch())
+            self._start()
             parts = await job.future
             return [result for chunk in parts for result in chunk]
         finally:
@@ -137,10 +153,63 @@ class FairScheduler:
                 job.chunks.clear()
                 job.future.cancel()
 
+    async def submit_background(
+        self, messages: Sequence[Any], run: Callable[[Sequence[Any]], list[Any]]
+    ) -> asyncio.Future | None:
+        """Queue ``run(messages)`` to run while no client waits; the future of its results
+        (in chunks), or None when the background queue is full (nothing queued)."""
+        if self.background_messages + len(messages) > self.max_background_messages:
+            return None
+        self.background_messages += len(messages)
+        try:
+            counts = await anyio.to_thread.run_sync(self._count_tokens, messages)
+        except BaseException:
+            self.background_messages -= len(messages)
+            raise
+        future = asyncio.get_running_loop().create_future()
+        chunks = deque(chunk_positions(counts, self.chunk_tokens))
+        self._background.append(_Job(messages, chunks, future, run))
+        future.add_done_callback(lambda _: self._background_done(len(messages)))
+        self._start()
+        return future
+
+    def _background_done(self, n: int) -> None:
+        self.background_messages -= n
+
+    def _start(self) -> None:
+        if self._dispatcher is None or self._dispatcher.done():
+            self._dispatcher = asyncio.create_task(self._dispatch())
+
+    async def _run_chunk(self, job: _Job, positions: list[int]) -> tuple[Any, Exception | None]:
+        try:
+            results = await anyio.to_thread.run_sync(job.run, [job.messages[i] for i in positions])
+        except Exception as exc:  # this job fails; the others go on
+            return None, exc
+        return results, None
+
+    @staticmethod
+    def _finish_chunk(job: _Job, results: Any, failure: Exception | None) -> None:
+        if job.future.done():  # cancelled meanwhile
+            return
+        if failure is not None:
+            job.chunks.clear()
+            job.future.set_exception(failure)
+            return
+        job.results.append(results)  # chunks run in order, one at a time
+        if not job.chunks:
+            job.future.set_result(job.results)
+
     async def _dispatch(self) -> None:
-        """Run chunks until no client waits: the first client's next chunk, then that client
-        goes to the back of the line."""
-        while self._clients:
+        """Run chunks until no work waits: the first client's next chunk, then that client goes
+        to the back of the line; background chunks only while no client waits."""
+        while self._clients or self._background:
+            if not self._clients:
+                job = self._background[0]
+                positions = job.chunks.popleft()
+                if not job.chunks:
+                    self._background.popleft()
+                self._finish_chunk(job, *await self._run_chunk(job, positions))
+                continue
             client, jobs = next(iter(self._clients.items()))
             while jobs and not jobs[0].chunks:  # cancelled or failed jobs
                 jobs.popleft()
@@ -152,26 +221,13 @@ class FairScheduler:
             if not job.chunks:
                 jobs.popleft()
             started = time.perf_counter()
-            failure: Exception | None = None
-            try:
-                results = await anyio.to_thread.run_sync(
-                    self._run, [job.messages[i] for i in positions]
-                )
-            except Exception as exc:  # this request fails; the others go on
-                failure = exc
+            results, failure = await self._run_chunk(job, positions)
             # back of the line, behind every client that arrived meanwhile
             if jobs:
                 self._clients.move_to_end(client)
             else:
                 del self._clients[client]
-            if job.future.done():  # cancelled meanwhile
-                continue
-            if failure is not None:
-                job.chunks.clear()
-                job.future.set_exception(failure)
-                continue
-            per_message = (time.perf_counter() - started) / len(positions)
-            self._seconds_per_message += _EWMA * (per_message - self._seconds_per_message)
-            job.results.append(results)  # chunks run in order, one at a time
-            if not job.chunks:
-                job.future.set_result(job.results)
+            if failure is None:
+                per_message = (time.perf_counter() - started) / len(positions)
+                self._seconds_per_message += _EWMA * (per_message - self._seconds_per_message)
+            self._finish_chunk(job, results, failure)

@@ -178,6 +178,7 @@ def run(cfg: Config) -> Path:
         report["bundle_test"] = bundle_metrics(
             chosen["probs"], targets, langs, labels, thresholds, margin, ecfg.n_bins
         )
+        report["real_text"] = real_text_metrics(Path(cfg.evaluate.out_dir) / "metrics.json")
         manifest = build_manifest(cfg, meta, checkpoint, calibration, chosen, report, pad_id)
         manifest = write_bundle(out_dir, chosen, manifest, routing, report)
     finally:
@@ -203,6 +204,15 @@ def run(cfg: Config) -> Path:
         manifest.model_version,
     )
     return out_dir
+
+
+def real_text_metrics(evaluation: Path) -> dict[str, float]:
+    """The checkpoint's numbers on real text (``evaluate.extra``) from its evaluation, for the
+    model card; empty when it was evaluated without extra sets (or not yet)."""
+    if not evaluation.is_file():
+        return {}
+    metrics = json.loads(evaluation.read_text(encoding="utf-8"))
+    return {k: v for k, v in metrics.items() if k.startswith("extra/")}
 
 
 def _numbers(report: dict) -> dict[str, float]:

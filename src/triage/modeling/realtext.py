@@ -1,0 +1,87 @@
+"""Extra evaluation sets: real text the model never trained on, scored beside the test split
+(``evaluate.extra``). Each set is a data source (its reader and label map, as in
+``configs/data``) read through the same cleaning and label mapping as training data; a head is
+scored where the set has labels for it.
+
+Per set and head (``extra/<set>/<head>/...``): ``n``, ``accuracy``, ``macro_f1``, ``ece``, and
+for the answers given with confidence at least 0.9 and 0.7 their share (``share_at_0.9``) and
+accuracy (``accuracy_at_0.9``): what a service that acts on confident answers can trust.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from triage.data.build import Report, build_records
+from triage.data.sources import read_source
+from triage.errors import ConfigError, DataError
+from triage.modeling.metrics import ece, summary
+from triage.schema import MISSING_LABEL
+
+#: confidence levels at which the accuracy of the answers given is reported
+CONFIDENCE_LEVELS = (0.9, 0.7)
+
+
+def read_eval_set(
+    name: str,
+    sets: dict[str, Any],
+    labels: dict[str, list[str]],
+    project_root: Path,
+    public_root: Path,
+) -> pd.DataFrame:
+    """The rows of evaluation set ``name`` (``text``, ``lang``, one column per head), labels
+    mapped and cleaned as ``prepare`` does; rows whose label the model does not know are left
+    out (the set's ``on_invalid``).
+
+    Raises:
+        ConfigError: ``name`` is not among ``sets`` (``evaluate.sets``).
+        DataError: the set cannot be read, or has no usable rows.
+    """
+    if name not in sets:
+        raise ConfigError(
+            f"evaluate.extra names {name!r}, which evaluate.sets does not define; "
+            f"defined: {', '.join(sets) or 'none'}"
+        )
+    source = sets[name]
+    rows = read_source(name, source, project_root, public_root)
+    records = build_records(name, rows or [], source, dict(labels), Report())
+    if not records:
+        raise DataError(f"evaluate.extra: set {name!r} has no usable rows")
+    frame = pd.DataFrame.from_records(records)
+    if frame["lang"].isna().any():
+        raise DataError(f"evaluate.sets.{name}: set `lang` (the set's language)")
+    return frame
+
+
+def score_eval_set(
+    probs: dict[str, np.ndarray],
+    targets: dict[str, np.ndarray],
+    labels: dict[str, list[str]],
+    name: str,
+    n_bins: int,
+) -> dict[str, float]:
+    """The metrics of one set (keys ``extra/<name>/<head>/...``) for every head it labels."""
+    out: dict[str, float] = {}
+    for head, names in labels.items():
+        known = targets[head] != MISSING_LABEL
+        if not known.any():
+            continue
+        p, y = probs[head][known], targets[head][known]
+        pred, confidence = p.argmax(axis=1), p.max(axis=1)
+        key = f"extra/{name}/{head}"
+        headline = summary(y, pred, names)
+        out[f"{key}/n"] = headline["n"]
+        out[f"{key}/accuracy"] = headline["accuracy"]
+        out[f"{key}/macro_f1"] = headline["macro_f1"]
+        out[f"{key}/ece"] = ece(p, y, n_bins)
+        for level in CONFIDENCE_LEVELS:
+            given = confidence >= level
+            out[f"{key}/share_at_{level}"] = float(given.mean())
+            out[f"{key}/accuracy_at_{level}"] = (
+                float((pred[given] == y[given]).mean()) if given.any() else 0.0
+            )
+    return out
