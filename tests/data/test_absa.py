@@ -88,3 +88,27 @@ def test_an_extra_set_is_read_like_training_data_and_scored_per_head(absa, root)
     assert out[f"{key}/accuracy_at_0.7"] == 0.5
     # macro-F1 over negative (P 1/2, R 1), neutral (1, 1), positive (0): (2/3 + 1 + 0) / 3
     assert out[f"{key}/macro_f1"] == pytest.approx((2 / 3 + 1) / 3)
+
+
+def test_the_negative_rule_is_rechecked_on_real_text(root):
+    from triage.config import load_config, to_container
+    from triage.modeling.realtext import negative_replies
+    from triage.routing import RoutingTable
+
+    table = RoutingTable.from_dict(to_container(load_config([], root=root).routing))
+    labels = {
+        "intent": ["order_status", "complaint"],
+        "sentiment": ["negative", "neutral", "positive"],
+    }
+    probs = {  # three truly negative messages, all confidently order_status (an auto_reply)
+        "intent": np.array([[0.95, 0.05], [0.95, 0.05], [0.95, 0.05], [0.95, 0.05]]),
+        "sentiment": np.array([[0.9, 0.05, 0.05], [0.2, 0.7, 0.1], [0.35, 0.6, 0.05],
+                               [0.9, 0.05, 0.05]]),
+    }  # fmt: skip
+    y = np.array([0, 0, 0, 2])  # the last is positive: not counted
+    thresholds = np.full((4, 2), 0.8)
+    out = negative_replies(probs, y, thresholds, labels, table, 0.0, "absa_nl")
+    # P(negative) 0.9 and 0.35 reach block_auto_reply_at (0.3): only the 0.2 one gets a template
+    assert out["extra/absa_nl/routing/negative_n"] == 3
+    assert out["extra/absa_nl/routing/negative_auto_reply"] == pytest.approx(1 / 3)
+    assert out["extra/absa_nl/routing/negative_auto_reply_without_rule"] == 1.0

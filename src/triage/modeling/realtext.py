@@ -5,7 +5,10 @@ scored where the set has labels for it.
 
 Per set and head (``extra/<set>/<head>/...``): ``n``, ``accuracy``, ``macro_f1``, ``ece``, and
 for the answers given with confidence at least 0.9 and 0.7 their share (``share_at_0.9``) and
-accuracy (``accuracy_at_0.9``): what a service that acts on confident answers can trust.
+accuracy (``accuracy_at_0.9``): what a service that acts on confident answers can trust. And
+the routing rules that use sentiment, re-checked on real text (:func:`negative_replies`): of the
+truly negative messages, the share that the routing table would answer with a template
+(``extra/<set>/routing/negative_auto_reply``), and the share it would without the negative rule.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from triage.data.build import Report, build_records
 from triage.data.sources import read_source
 from triage.errors import ConfigError, DataError
 from triage.modeling.metrics import ece, summary
+from triage.routing import REVIEW, Action, RoutingTable, decide_head, route
 from triage.schema import MISSING_LABEL
 
 #: confidence levels at which the accuracy of the answers given is reported
@@ -85,3 +89,46 @@ def score_eval_set(
                 float((pred[given] == y[given]).mean()) if given.any() else 0.0
             )
     return out
+
+
+def negative_replies(
+    probs: dict[str, np.ndarray],
+    y_sentiment: np.ndarray,
+    intent_thresholds: np.ndarray,
+    labels: dict[str, list[str]],
+    table: RoutingTable,
+    margin: float,
+    name: str,
+) -> dict[str, float]:
+    """Of the messages whose true sentiment is the table's negative label, the share routed to
+    an automatic template reply (``auto_reply``) by :func:`triage.routing.route`, and the share
+    without the negative rule (no sentiment given to it): what the rule saves on real text.
+
+    Args:
+        probs: calibrated probabilities of both heads.
+        y_sentiment: true sentiment label ids (``MISSING_LABEL`` where missing).
+        intent_thresholds: ``(n, k)`` intent thresholds per row (its language's).
+    """
+    negative = labels["sentiment"].index(table.negative.label)
+    rows = np.flatnonzero(y_sentiment == negative)
+    if not len(rows):
+        return {}
+    replied = {"with": 0, "without": 0}
+    for i in rows:
+        decided = decide_head(
+            "intent",
+            probs["intent"][i].tolist(),
+            labels["intent"],
+            dict(zip(labels["intent"], intent_thresholds[i].tolist(), strict=True)),
+            margin,
+        )
+        sentiment = dict(zip(labels["sentiment"], probs["sentiment"][i].tolist(), strict=True))
+        for rule, given in (("with", sentiment), ("without", None)):
+            routed = route(table, decided, given)
+            replied[rule] += routed.decision != REVIEW and routed.action is Action.auto_reply
+    key = f"extra/{name}/routing"
+    return {
+        f"{key}/negative_n": float(len(rows)),
+        f"{key}/negative_auto_reply": replied["with"] / len(rows),
+        f"{key}/negative_auto_reply_without_rule": replied["without"] / len(rows),
+    }

@@ -55,7 +55,8 @@ from triage.modeling.metrics import (
 )
 from triage.modeling.model import load_predictor
 from triage.modeling.parity import language_pairs, parity
-from triage.modeling.realtext import read_eval_set, score_eval_set
+from triage.modeling.realtext import negative_replies, read_eval_set, score_eval_set
+from triage.routing import RoutingTable
 from triage.schema import MISSING_LABEL
 from triage.tracking import add_to_checkpoint_run
 
@@ -212,6 +213,18 @@ def run(cfg: Config) -> Path:
         }
         scored = score_eval_set(extra_probs, label_ids(extra, labels), labels, name, ecfg.n_bins)
         metrics.update(scored)
+        if {"intent", "sentiment"} <= set(labels):
+            metrics.update(
+                negative_replies(
+                    extra_probs,
+                    label_ids(extra, labels)["sentiment"],
+                    row_thresholds(calibration["heads"]["intent"], labels["intent"], extra_langs),
+                    labels,
+                    RoutingTable.from_dict(to_container(cfg.routing)),
+                    calibration["margin"],
+                    name,
+                )
+            )
         for key in sorted(k for k in scored if k.endswith("/macro_f1")):
             log.info(
                 "%s: macro-F1 %.4f, accuracy at >= 0.9 confidence %.4f (%d rows)",
