@@ -37,6 +37,7 @@ STAGES = {
     "audit-export": "triage.audit.feedback",
     "audit-issues": "triage.audit.label_issues",
     "audit-labelstudio": "triage.audit.labelstudio",
+    "rollout-report": "triage.audit.rollout",
 }
 # stages that compose a config of their own per trial: they get the overrides too
 RECOMPOSING = {"sweep"}

@@ -133,6 +133,7 @@ def audit_overrides(tmp: Path, db_url: str | None = None) -> list[str]:
         f"audit.db_url='{db_url or f'sqlite:///{tmp}/audit.sqlite'}'",  # quoted: the URL has '='
         f"audit.prediction_log={tmp}/predictions.sqlite",
         f"audit.report.out_dir={tmp}/reports",
+        f"audit.rollout.out_dir={tmp}/reports/rollout",
         f"audit.export.out_dir={tmp}/feedback",
         f"audit.labelstudio.out_dir={tmp}/labelstudio",
         f"audit.issues.out_file={tmp}/label_issues.csv",

@@ -445,6 +445,17 @@ class AuditLabelStudioConfig:
 
 
 @dataclass
+class AuditRolloutConfig:
+    """Types only; the values and what they mean are in ``configs/audit/default.yaml``."""
+
+    alpha: float = MISSING
+    wrong_auto_target: float = MISSING
+    accuracy_tolerance: float = MISSING
+    min_reviewed: int = MISSING
+    out_dir: str = MISSING
+
+
+@dataclass
 class AuditConfig:
     """Types only; the values and what they mean are in ``configs/audit/default.yaml``."""
 
@@ -458,6 +469,7 @@ class AuditConfig:
     export: AuditExportConfig = field(default_factory=AuditExportConfig)
     issues: AuditIssuesConfig = field(default_factory=AuditIssuesConfig)
     labelstudio: AuditLabelStudioConfig = field(default_factory=AuditLabelStudioConfig)
+    rollout: AuditRolloutConfig = field(default_factory=AuditRolloutConfig)
 
 
 @dataclass
