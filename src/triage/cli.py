@@ -38,7 +38,11 @@ STAGES = {
     "audit-issues": "triage.audit.label_issues",
     "audit-labelstudio": "triage.audit.labelstudio",
     "rollout-report": "triage.audit.rollout",
+    "rollout-register": "triage.audit.registry:register",
+    "rollout-promote": "triage.audit.registry:promote",
 }
+# stages whose bundle may be a registry URI (models:/<name>@<alias>), resolved before they start
+BUNDLE_STAGES = {"serve", "classify"}
 # stages that compose a config of their own per trial: they get the overrides too
 RECOMPOSING = {"sweep"}
 USAGE = (
@@ -66,11 +70,17 @@ def main(argv: list[str] | None = None) -> int:
         if stage == "show":
             print(to_yaml(cfg))
             return 0
-        module = importlib.import_module(STAGES[stage])
+        bundles = (cfg.serve.bundle, cfg.serve.shadow_bundle, cfg.classify.bundle)
+        if stage in BUNDLE_STAGES and any(str(b).startswith("models:/") for b in bundles):
+            from triage.audit.registry import resolve_bundles
+
+            cfg = resolve_bundles(cfg)
+        module_name, _, function = STAGES[stage].partition(":")
+        run = getattr(importlib.import_module(module_name), function or "run")
         if stage in RECOMPOSING:
-            module.run(cfg, overrides)
+            run(cfg, overrides)
         else:
-            module.run(cfg)
+            run(cfg)
     except TriageError as exc:
         # errors a user causes say what to do; a traceback would only bury that. Anything
         # else is a bug and shows its traceback.

@@ -266,3 +266,70 @@ class Runs:
         """Mark the run ended: FINISHED, FAILED or KILLED."""
         if self.enabled and run_id:
             self._client.set_terminated(run_id, status=status)
+
+
+# ------------------------------------------------------------------------------------------
+# The model registry: bundles as MLflow model versions with the aliases champion / challenger
+
+
+class Registry:
+    """Bundles registered as versions of one MLflow model (``name``), with aliases.
+
+    Args:
+        uri: tracking URI (the registry lives in the same store); None uses :func:`default_uri`.
+        root: project folder, for the default URI.
+        name: the registered model's name.
+    """
+
+    def __init__(self, uri: str | None, root: Path, name: str) -> None:
+        import mlflow
+        from mlflow import MlflowClient
+
+        self.uri = uri or default_uri(root)
+        mlflow.set_tracking_uri(self.uri)
+        self.client = MlflowClient(self.uri, registry_uri=self.uri)
+        self.name = name
+        self._mlflow = mlflow
+
+    def register(self, bundle: Path, run_id: str, tags: dict[str, str]) -> str:
+        """Log the bundle folder as artifacts of ``run_id`` (``bundle/``) and register it as a
+        new version; return the version number."""
+        self.client.log_artifacts(run_id, str(bundle), "bundle")
+        if not self.client.search_registered_models(f"name = '{self.name}'"):
+            self.client.create_registered_model(self.name)
+        version = self.client.create_model_version(
+            self.name, f"runs:/{run_id}/bundle", run_id=run_id, tags=tags
+        )
+        return str(version.version)
+
+    def set_alias(self, alias: str, version: str) -> None:
+        self.client.set_registered_model_alias(self.name, alias, version)
+
+    def delete_alias(self, alias: str) -> None:
+        self.client.delete_registered_model_alias(self.name, alias)
+
+    def tag(self, version: str, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_model_version_tag(self.name, version, key, value)
+
+    def version_of(self, alias: str) -> dict[str, Any] | None:
+        """The version an alias points at (``version``, ``tags``, ``run_id``), or None."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            version = self.client.get_model_version_by_alias(self.name, alias)
+        except MlflowException:
+            return None
+        return {
+            "version": str(version.version),
+            "tags": dict(version.tags),
+            "run_id": version.run_id,
+        }
+
+    def download(self, alias: str, dest: Path) -> Path:
+        """The bundle an alias points at, downloaded into ``dest``; the local folder."""
+        dest.mkdir(parents=True, exist_ok=True)
+        local = self._mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{self.name}@{alias}", dst_path=str(dest)
+        )
+        return Path(local)

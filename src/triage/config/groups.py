@@ -453,6 +453,10 @@ class AuditRolloutConfig:
     accuracy_tolerance: float = MISSING
     min_reviewed: int = MISSING
     out_dir: str = MISSING
+    model_name: str = MISSING
+    alias: str = MISSING
+    force: bool = MISSING
+    cache_dir: str = MISSING
 
 
 @dataclass
