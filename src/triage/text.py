@@ -7,6 +7,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from functools import cache
+from typing import Any
 
 from triage.errors import ConfigError
 
@@ -160,3 +161,21 @@ def detect_languages(texts: Sequence[str], languages: Iterable[str]) -> list[str
     detector = _detector(tuple(languages))
     found = detector.detect_languages_in_parallel_of(list(texts))
     return [codes[lang.name] if lang is not None else UNDETERMINED for lang in found]
+
+
+# What PostgreSQL's text type cannot hold (and psycopg cannot send): NUL and lone surrogates.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(value: Any) -> Any:
+    """``value`` with NUL and lone surrogates replaced by U+FFFD in every string, also inside
+    the lists and dicts (keys too) of JSON fields; other values unchanged. The one rule at the
+    storage boundary of the prediction log and the audit store, on every backend, so SQLite and
+    PostgreSQL accept and return the same things."""
+    if isinstance(value, str):
+        return _UNSTORABLE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {storable(k): storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(v) for v in value]
+    return value

@@ -37,7 +37,7 @@ from triage.audit.store.db import load_batch
 from triage.config import Config, to_container
 from triage.errors import DataError
 from triage.io import atomic_folder, write_json
-from triage.serving.predlog import PredictionLog
+from triage.serving.shared import log_exists, open_prediction_log
 
 log = logging.getLogger(__name__)
 
@@ -210,9 +210,9 @@ def run(cfg: Config) -> Path:
 
     acfg, rcfg = cfg.audit, to_container(cfg.audit.rollout)
     batch, items, labels = load_batch(acfg.db_url, acfg.batch)
-    if not Path(acfg.prediction_log).is_file():
+    if not log_exists(acfg.prediction_log):
         raise DataError(f"{acfg.prediction_log} not found: set audit.prediction_log")
-    plog = PredictionLog(acfg.prediction_log, retention_days=None)
+    plog = open_prediction_log(acfg.prediction_log, retention_days=None)
     try:
         records = plog.read(
             since=datetime.fromisoformat(batch["since"]) if batch.get("since") else None,

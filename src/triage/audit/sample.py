@@ -44,7 +44,8 @@ from triage.audit.store import AuditDB, AuditError
 from triage.config import AuditSampleConfig, Config, to_container
 from triage.errors import ConfigError
 from triage.schema import HEADS
-from triage.serving.predlog import PredictionLog, parse_time
+from triage.serving.predlog import parse_time
+from triage.serving.shared import open_prediction_log
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +276,7 @@ def run(cfg: Config) -> str:
     """Draw a batch from the prediction log into the audit database; return its id."""
     acfg, scfg = cfg.audit, cfg.audit.sample
     start, end = period(scfg.since, scfg.until, int(scfg.days))
-    plog = PredictionLog(acfg.prediction_log, retention_days=None)
+    plog = open_prediction_log(acfg.prediction_log, retention_days=None)
     try:
         logged = plog.read(since=start, until=end)
     finally:

@@ -222,6 +222,7 @@ class PredictionLogConfig:
 
     enabled: bool = MISSING
     path: str = MISSING
+    url: str | None = MISSING
     retention_days: int | None = MISSING
 
 
@@ -248,6 +249,7 @@ class RolloutConfig:
     """Types only; the values and what they mean are in ``configs/serve/default.yaml``."""
 
     state_file: str = MISSING
+    state_url: str | None = MISSING
     poll_seconds: float = MISSING
     admin_token: str | None = MISSING
 

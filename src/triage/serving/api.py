@@ -304,6 +304,8 @@ def create_app(scfg: Any, load: Callable[[], Runtime] | None = None) -> FastAPI:
         changes = body.model_dump(include=body.model_fields_set)
         state = RolloutState.from_dict({**current, **changes}, "the admin request")
         stored = await anyio.to_thread.run_sync(service.rollout.write, state, "admin endpoint")
+        # every replica re-reads a shared state at most this late: acknowledge after it
+        await asyncio.sleep(service.rollout.max_staleness_s)
         log.warning("rollout changed through the admin endpoint: %s", stored.to_dict())
         return stored.to_dict()
 

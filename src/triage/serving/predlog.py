@@ -32,6 +32,7 @@ from typing import Any
 
 from triage.errors import TriageError
 from triage.serving.record import PREDICTION_FIELDS
+from triage.text import storable
 
 
 class PredictionLogError(TriageError, ValueError):
@@ -176,7 +177,8 @@ def _row(record: Mapping[str, Any]) -> tuple[Any, ...]:
         raise PredictionLogError(
             f"prediction log: decision {record['decision']!r} is not one of {DECISIONS}"
         )
-    values = {key: record.get(key) for key in FIELDS}
+    # NUL and lone surrogates: U+FFFD, the storage rule of every backend (triage.text.storable)
+    values = {key: storable(record.get(key)) for key in FIELDS}
     if values["message_id"] is None:
         values["message_id"] = uuid.uuid4().hex
     values["message_id"] = str(values["message_id"])

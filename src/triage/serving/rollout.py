@@ -102,6 +102,9 @@ class RolloutFile:
         default: the state when the file does not exist.
     """
 
+    #: how stale the state may be before a model call (a stat per call: never)
+    max_staleness_s = 0.0
+
     def __init__(self, path: str | os.PathLike[str], default: RolloutState) -> None:
         self.path, self.default = Path(path), default
         self._seen: tuple[int, int, int] | None = None

@@ -29,6 +29,7 @@ from triage.serving.record import Prediction
 from triage.serving.rollout import RolloutFile, RolloutState, apply
 from triage.serving.runtime import Runtime
 from triage.serving.scheduler import FairScheduler
+from triage.serving.shared import RolloutTable, SqlPredictionLog, open_prediction_log
 from triage.text import mask_pii
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ class Service:
         self.runtime: Runtime | None = None
         self.load_error: str | None = None
         self.metrics = Metrics()
-        self.predlog: PredictionLog | None = None
+        self.predlog: PredictionLog | SqlPredictionLog | None = None
         fair = scfg.fairness
         # one model call at a time (see triage.serving.api), clients in turn
         self.scheduler = FairScheduler(
@@ -54,7 +55,8 @@ class Service:
             fair.max_queued_messages,
         )
         self.metrics.queued.set_function(lambda: self.scheduler.queued_messages)
-        self.rollout: RolloutFile | None = None  # opened with the bundle (its pilot default)
+        # opened with the bundle (its pilot default)
+        self.rollout: RolloutFile | RolloutTable | None = None
         if not 0.0 <= scfg.canary_share <= 1.0 or (scfg.canary_share and not scfg.shadow_bundle):
             raise ConfigError(
                 f"serve.canary_share={scfg.canary_share}: a share in [0, 1], and above 0 only "
@@ -74,7 +76,12 @@ class Service:
                 log.error("the model bundle failed to load: %s", self.load_error)
                 return
             default = RolloutState(pilot=runtime.routing.automation_enabled)
-            self.rollout = RolloutFile(self.cfg.rollout.state_file, default)
+            rcfg = self.cfg.rollout
+            self.rollout = (
+                RolloutTable(rcfg.state_url, default)
+                if rcfg.state_url
+                else RolloutFile(rcfg.state_file, default)
+            )
             self.metrics.automation.set_function(
                 lambda: float(self.rollout is not None and self.rollout.state.automation)
             )
@@ -157,13 +164,14 @@ class Service:
             log.info("prediction log off (serve.prediction_log.enabled=false)")
             return
         try:
-            self.predlog = PredictionLog(pcfg.path, pcfg.retention_days)
+            self.predlog = open_prediction_log(pcfg.url or pcfg.path, pcfg.retention_days)
         except Exception as exc:
             raise ConfigError(
-                f"cannot open the prediction log {pcfg.path}: {exc}; fix "
-                "serve.prediction_log.path or set serve.prediction_log.enabled=false"
+                f"cannot open the prediction log {pcfg.url or pcfg.path}: {exc}; fix "
+                "serve.prediction_log.path (or .url) or set serve.prediction_log.enabled=false"
             ) from exc
-        log.info("prediction log %s (retention %s days)", pcfg.path, pcfg.retention_days)
+        where = pcfg.path if not pcfg.url else "the database of serve.prediction_log.url"
+        log.info("prediction log %s (retention %s days)", where, pcfg.retention_days)
 
     def purge(self) -> None:
         if self.predlog is None:

@@ -18,7 +18,7 @@ from triage.audit.report.sections import Section, sections
 from triage.audit.store import load_batch
 from triage.config import Config, to_container
 from triage.io import atomic_folder, write_json
-from triage.serving.predlog import PredictionLog
+from triage.serving.shared import log_exists, open_prediction_log
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,8 @@ def run(cfg: Config) -> Path:
     rcfg = to_container(acfg.report)
     batch, items, labels = load_batch(acfg.db_url, acfg.batch)
     period: list[dict[str, Any]] = []
-    if batch["kind"] == "sample" and Path(acfg.prediction_log).is_file():
-        plog = PredictionLog(acfg.prediction_log, retention_days=None)
+    if batch["kind"] == "sample" and log_exists(acfg.prediction_log):
+        plog = open_prediction_log(acfg.prediction_log, retention_days=None)
         try:
             period = plog.read(
                 since=datetime.fromisoformat(batch["since"]),

@@ -10,8 +10,9 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import insert, select, update
 
-from triage.audit.store.connection import AuditError, Store, now_iso, storable
+from triage.audit.store.connection import AuditError, Store, now_iso
 from triage.audit.store.tables import NAME_MAX, reviewers, sessions
+from triage.text import storable
 
 SESSION_HOURS = 12
 # scrypt cost: ~50 ms per sign-in on one core; tokens are random, so this only guards a leaked

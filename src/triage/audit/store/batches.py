@@ -8,8 +8,9 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
-from triage.audit.store.connection import AuditError, Store, now_iso, storable
+from triage.audit.store.connection import AuditError, Store, now_iso
 from triage.audit.store.tables import ITEM_FIELDS, batches, items
+from triage.text import storable
 
 
 class BatchStore(Store):

@@ -9,13 +9,12 @@ leaves nothing of it behind.
 
 Text the two backends cannot both hold, NUL (``\\x00``: PostgreSQL refuses it) and lone UTF-16
 surrogates (``\\ud800``: not encodable as UTF-8), is replaced by U+FFFD on the way in
-(:func:`storable`, used by every write and lookup), so both backends accept and return the same
-text. This is lossy: a stored U+FFFD may have been either, or a U+FFFD sent as such.
+(:func:`triage.text.storable`, used by every write and lookup), so both backends accept and
+return the same text. This is lossy: a stored U+FFFD may have been either, or a U+FFFD sent as such.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -31,21 +30,6 @@ from triage.errors import TriageError
 
 class AuditError(TriageError, ValueError):
     """A request the audit store cannot honour; the message says what to do."""
-
-
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-
-
-def storable(value: Any) -> Any:
-    """``value`` with NUL and lone surrogates replaced by U+FFFD in every string, also inside
-    the lists and dicts (keys too) of JSON fields; other values unchanged."""
-    if isinstance(value, str):
-        return _UNSTORABLE.sub("\ufffd", value)
-    if isinstance(value, dict):
-        return {storable(k): storable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [storable(v) for v in value]
-    return value
 
 
 def now_iso() -> str:

@@ -10,9 +10,10 @@ from typing import Any
 from sqlalchemy import Connection, func, insert, select
 
 from triage.audit.store.auth import Reviewer
-from triage.audit.store.connection import now_iso, storable
+from triage.audit.store.connection import now_iso
 from triage.audit.store.reviews import ReviewStore
 from triage.audit.store.tables import batches, claims, items, reviews
+from triage.text import storable
 
 
 class QueueStore(ReviewStore):

@@ -11,8 +11,9 @@ from sqlalchemy.exc import IntegrityError
 
 from triage.audit.store.auth import Reviewer
 from triage.audit.store.batches import BatchStore
-from triage.audit.store.connection import AuditError, now_iso, storable
+from triage.audit.store.connection import AuditError, now_iso
 from triage.audit.store.tables import KINDS, batches, items, reviewers, reviews
+from triage.text import storable
 
 
 @dataclass

@@ -44,10 +44,10 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field, StringConstraints, model_validator
 
 from triage.audit.store import ITEM_FIELDS, AuditDB, AuditError, Reviewer
-from triage.audit.store.connection import storable
 from triage.audit.store.tables import NAME_MAX
 from triage.audit.web.throttle import SignInThrottle
 from triage.config import Config
+from triage.text import storable
 
 log = logging.getLogger(__name__)
 
