@@ -28,6 +28,7 @@ from triage.config import Config
 from triage.errors import TriageError
 from triage.io import atomic_text
 from triage.serving.record import PREDICTION_FIELDS, Prediction
+from triage.serving.rollout import RolloutState, apply
 from triage.serving.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -248,11 +249,15 @@ def classify_file(
     ):
         writer = _Writer(f, out_fmt)
         chunk: list[Message] = []
+        # the bundle's pilot list (routing.automation.enabled), as the service starts with
+        pilot = RolloutState(pilot=runtime.routing.automation_enabled)
+        review = str(runtime.routing.not_confident.action)
 
         def flush() -> None:
             predictions = runtime.classify(
                 [m.text for m in chunk], [m.lang for m in chunk], batch_size=batch_size
             )
+            predictions = [apply(pilot, p, review) for p in predictions]
             for message, prediction in zip(chunk, predictions, strict=True):
                 writer.write(output_row(message, prediction))
             counts["classified"] += len(chunk)
