@@ -33,7 +33,9 @@ def with_challenger(records: list[dict], truth: dict, seed: int) -> tuple[list[d
         challenger["model_version"] = "v2"
         arm = "challenger" if rng.random() < 0.25 else "champion"
         decided, shadow = (r, challenger) if arm == "champion" else (challenger, r)
-        out.append({**decided, "rollout": {"automation": True, "pilot": None, "arm": arm}})
+        latency = {"champion": 10.0, "challenger": 12.0}[arm]
+        rollout = {"automation": True, "pilot": None, "arm": arm, "latency_ms": latency}
+        out.append({**decided, "rollout": rollout})
         out.append({**shadow, "rollout": {"automation": True, "pilot": None, "arm": "shadow"}})
         right["champion"].append(r["intent"] == true)
         right["challenger"].append(challenger["intent"] == true)
@@ -50,6 +52,7 @@ def test_pairs_and_live_numbers():
     agree = (pairs["champion_intent"] == pairs["challenger_intent"]).mean()
     assert live["agreement"] == pytest.approx(agree) and 0.8 < agree < 1.0
     assert sum(live["arms"].values()) == 400
+    assert live["latency_ms_p50"] == {"challenger": 12.0, "champion": 10.0}
     assert paired([r for r in logged if r["rollout"]["arm"] != "shadow"]).empty
 
 

@@ -152,7 +152,8 @@ def test_admin_endpoint_flips_the_switch_and_the_pilot_and_every_prediction_logs
     assert "triage_automation_enabled 1.0" in client.get("/metrics").text
 
     logged = PredictionLog(log_path, retention_days=None).read()
-    assert [r["rollout"] for r in logged] == (
+    assert all(r["rollout"]["arm"] == "champion" and r["rollout"]["latency_ms"] > 0 for r in logged)
+    assert [{k: r["rollout"][k] for k in ("automation", "pilot")} for r in logged] == (
         [{"automation": True, "pilot": None}] * 3
         + [{"automation": False, "pilot": None}] * 3
         + [{"automation": True, "pilot": others}] * 3

@@ -62,7 +62,11 @@ def paired(records: list[dict[str, Any]]) -> pd.DataFrame:
             continue
         arm = first["rollout"]["arm"]
         by_model = {arm: first, ("challenger" if arm == "champion" else "champion"): other}
-        row = {"message_id": message_id, "arm": arm}
+        row = {
+            "message_id": message_id,
+            "arm": arm,
+            "latency_ms": first["rollout"].get("latency_ms"),
+        }
         for model in MODELS:
             r = by_model[model]
             row.update(
@@ -73,7 +77,7 @@ def paired(records: list[dict[str, Any]]) -> pd.DataFrame:
                 }
             )
         rows.append(row)
-    columns = ["message_id", "arm"] + [
+    columns = ["message_id", "arm", "latency_ms"] + [
         f"{m}_{k}" for m in MODELS for k in ("intent", "decision", "version")
     ]
     return pd.DataFrame(rows, columns=columns)
@@ -97,6 +101,11 @@ def live_numbers(pairs: pd.DataFrame) -> dict[str, Any]:
         "auto_to_review": int((auto["champion"] & ~auto["challenger"]).sum()),
         "review_to_auto": int((~auto["champion"] & auto["challenger"]).sum()),
         "coverage": {m: float(auto[m].mean()) for m in MODELS},
+        # the time a request waited for its decisions, by the arm that decided
+        "latency_ms_p50": {
+            str(arm): float(group["latency_ms"].median())
+            for arm, group in pairs.dropna(subset=["latency_ms"]).groupby("arm")
+        },
         "versions": {m: sorted(pairs[f"{m}_version"].dropna().unique().tolist()) for m in MODELS},
     }
 
@@ -175,7 +184,12 @@ def report_sections(metrics: dict[str, Any], batch: dict[str, Any]) -> list[Sect
                     f"-> challenger review {live['auto_to_review']}, review -> auto "
                     f"{live['review_to_auto']}; coverage champion "
                     f"{live['coverage']['champion']:.1%}, challenger "
-                    f"{live['coverage']['challenger']:.1%}.",
+                    f"{live['coverage']['challenger']:.1%}; request latency p50 by deciding arm "
+                    + (
+                        ", ".join(f"{a} {v:.1f} ms" for a, v in live["latency_ms_p50"].items())
+                        or "not logged"
+                    )
+                    + ".",
                 ],
                 tables=[
                     (

@@ -50,6 +50,7 @@ import hmac
 import json
 import logging
 import os
+import time
 import uuid
 from collections.abc import Callable
 from contextlib import asynccontextmanager
@@ -325,6 +326,7 @@ def create_app(scfg: Any, load: Callable[[], Runtime] | None = None) -> FastAPI:
         client = request.client.host if request.client else "unknown"
         ids = [m.id or uuid.uuid4().hex for m in messages]
         arms = service.arms(ids)
+        started = time.perf_counter()
         try:
             predictions = await decide(client, messages, arms)
         except Busy as busy:
@@ -332,7 +334,8 @@ def create_app(scfg: Any, load: Callable[[], Runtime] | None = None) -> FastAPI:
             refused.headers["Retry-After"] = str(busy.retry_after)
             return refused
         if service.predlog is not None:
-            records = service.records(messages, predictions, ids, arms)
+            latency_ms = 1000 * (time.perf_counter() - started)
+            records = service.records(messages, predictions, ids, arms, latency_ms)
             if not await anyio.to_thread.run_sync(service.append, records):
                 response.headers["X-Prediction-Log"] = "failed"
         service.shadow(messages, ids, arms)  # after this answer, never delaying it

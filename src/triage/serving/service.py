@@ -190,9 +190,11 @@ class Service:
         predictions: Sequence[Prediction],
         ids: Sequence[str],
         arms: Sequence[str],
+        latency_ms: float | None = None,
     ) -> list[dict[str, Any]]:
-        """Prediction-log records; ``rollout`` holds the state in force and the message's arm
-        (``champion``, ``challenger``, or ``shadow`` for the model that did not decide)."""
+        """Prediction-log records; ``rollout`` holds the state in force, the message's arm
+        (``champion``, ``challenger``, or ``shadow`` for the model that did not decide) and the
+        time its request waited for its decisions (``latency_ms``; not for the shadow)."""
         now = datetime.now(UTC).isoformat()
         masked = bool(self.cfg.pii_mask)
         state = {} if self.rollout is None else self.rollout.state.logged()
@@ -204,7 +206,7 @@ class Service:
                 "text": mask_pii(message.text) if masked else message.text,
                 "text_masked": masked,
                 "channel": message.channel,
-                "rollout": {**state, "arm": arm},
+                "rollout": {**state, "arm": arm, "latency_ms": latency_ms},
             }
             for message, prediction, message_id, arm in zip(
                 messages, predictions, ids, arms, strict=True
