@@ -153,3 +153,37 @@ def bundle(pipeline) -> Path:
     cfg.export.report = f"{tmp}/export.json"
     cfg.export.quantize = False
     return export(cfg)
+
+
+@pytest.fixture(scope="session")
+def eager_bundle(bundle, tmp_path_factory) -> Path:
+    """The tiny bundle with every intent threshold at 0.0, so that it decides automatically
+    wherever the routing allows (the tiny model is never confident enough to reach its own
+    thresholds): for the tests of what stops automation. Only manifest.json differs."""
+    import json
+    import shutil
+
+    eager = tmp_path_factory.mktemp("eager") / "onnx"
+    shutil.copytree(bundle, eager)
+    manifest = json.loads((eager / "manifest.json").read_text(encoding="utf-8"))
+    head = manifest["heads"]["intent"]
+    head["thresholds"] = dict.fromkeys(head["labels"], 0.0)
+    head["language_thresholds"] = {lang: head["thresholds"] for lang in head["language_thresholds"]}
+    (eager / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    return eager
+
+
+@pytest.fixture(scope="session")
+def automated_texts(eager_bundle, pipeline) -> list[str]:
+    """Up to three test messages the eager bundle decides automatically, and one it does not."""
+    import pandas as pd
+
+    from triage.serving.runtime import Runtime
+
+    _, tmp, _ = pipeline
+    texts = pd.read_parquet(f"{tmp}/data/test.parquet")["text"].tolist()
+    decisions = [p.decision for p in Runtime.load(eager_bundle).classify(texts)]
+    auto = [t for t, d in zip(texts, decisions, strict=True) if d == "auto"]
+    review = [t for t, d in zip(texts, decisions, strict=True) if d == "review"]
+    assert auto and review, "the eager bundle automates all or none of the test messages"
+    return [*auto[:3], review[0]]

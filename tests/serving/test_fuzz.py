@@ -28,5 +28,6 @@ def test_fuzzing_the_service_finds_no_server_error(root, bundle, tmp_path):
         statuses = fuzz(client, client.get("/openapi.json").json(), check, examples=300)
         metrics = client.get("/metrics").text
     assert sum(statuses.values()) == 300
-    assert statuses.get(200, 0) >= 30 and statuses.get(422, 0) >= 30, statuses  # both reached
+    # every kind of answer was reached (each operation drawn alike; the admin endpoints are off)
+    assert {200, 403, 415, 422} <= set(statuses) and statuses[200] >= 10, statuses
     assert 'triage_prediction_log_errors_total{operation="append"} 0.0' in metrics

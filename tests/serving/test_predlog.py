@@ -42,6 +42,7 @@ def make_record(i: int, created: datetime = T0, **changes) -> dict:
         "reason": "confident order question",
         "model_version": "abc123-0f0f",
         "channel": "instagram_dm",
+        "rollout": {"automation": True, "pilot": None, "arm": "champion", "latency_ms": 4.5},
     }
     record.update(changes)
     return record

