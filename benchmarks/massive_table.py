@@ -39,10 +39,11 @@ def per_language(run: str) -> list[list[str]]:
             lambda a, b: summary(a, b, labels)["macro_f1"], y, pred, n_boot=500, seed=0
         )
         key = f"test/intent/{lang}"
-        uppers = {
+        uppers = {  # classes with automated decisions only (none: the bound is 1)
             k.rsplit("/", 1)[1]: v
             for k, v in metrics.items()
             if k.startswith(f"{key}/auto_fpr_upper/")
+            and metrics.get(f"{key}/n_auto/{k.rsplit('/', 1)[1]}", 0)
         }
         observed = {
             k.rsplit("/", 1)[1]: v
