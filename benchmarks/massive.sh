@@ -53,7 +53,7 @@ case "${1:-}" in
   nl_to_en) run nl_to_en massive_nl ;;
   curve)
     per_intent=${2:?give the Dutch utterances per intent, e.g. 32}
-    run "curve_nl$per_intent" massive "data.sources.massive.options.train_per_intent={nl: $per_intent}"
+    run "curve_nl$per_intent" massive "data.sources.massive.options.train_per_intent.nl=$per_intent"
     ;;
   *)
     sed -n '2,12p' "$0"

@@ -199,7 +199,7 @@ def read_massive(path: Path, options: dict[str, Any]) -> Iterator[RawRow]:
     """
     languages = list(options.get("languages", list(MASSIVE_LOCALES)))
     train_languages = set(options.get("train_languages", languages))
-    caps = dict(options.get("train_per_intent") or {})
+    caps = {k: v for k, v in (options.get("train_per_intent") or {}).items() if v is not None}
     unknown = sorted({*languages, *train_languages, *caps} - set(MASSIVE_LOCALES))
     if unknown:
         raise DataError(
