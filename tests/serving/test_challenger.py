@@ -32,6 +32,14 @@ def logged(path, n: int, timeout: float = 30.0) -> list[dict]:
         time.sleep(0.05)
 
 
+def wait_challenger(client, field: str, timeout: float = 30.0) -> None:
+    """Until ``/v1/model`` shows the challenger's ``model_version`` (loaded) or ``error``."""
+    deadline = time.monotonic() + timeout
+    while client.get("/v1/model").json()["challenger"][field] is None:
+        assert time.monotonic() < deadline, f"no challenger {field} after {timeout} s"
+        time.sleep(0.05)
+
+
 def serve(root, bundle, tmp_path, *overrides):
     log_path = tmp_path / "predictions.sqlite"
     scfg = serve_config(root, bundle, log_path, f"serve.shadow_bundle={bundle}", *overrides)
@@ -42,10 +50,7 @@ def test_shadow_scores_every_message_after_the_answer_with_the_same_id(root, bun
     app, log_path = serve(root, bundle, tmp_path)
     with TestClient(app) as client:
         wait_ready(client)
-        deadline = time.monotonic() + 30
-        while client.get("/v1/model").json()["challenger"]["model_version"] is None:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_challenger(client, "model_version")
         answer = client.post("/v1/classify", json={"messages": MESSAGES})
         assert answer.status_code == 200
         records = logged(log_path, 2 * len(MESSAGES))
@@ -69,10 +74,7 @@ def test_a_canary_share_is_decided_by_the_challenger_stably_per_message(root, bu
     many = [{"id": f"c{i}", "text": f"Waar blijft bestelling {i}?"} for i in range(4)]
     with TestClient(app) as client:
         wait_ready(client)
-        deadline = time.monotonic() + 30
-        while client.get("/v1/model").json()["challenger"]["model_version"] is None:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_challenger(client, "model_version")
         for _ in range(2):  # a retry of the same ids lands on the same arms
             assert client.post("/v1/classify", json={"messages": many}).status_code == 200
         records = logged(log_path, 16)
@@ -95,10 +97,7 @@ def test_a_broken_shadow_bundle_fails_no_answer(root, bundle, tmp_path):
     )
     with TestClient(create_app(scfg)) as client:
         wait_ready(client)
-        deadline = time.monotonic() + 30
-        while client.get("/v1/model").json()["challenger"]["error"] is None:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_challenger(client, "error")
         answers = [client.post("/v1/classify", json={"messages": MESSAGES}) for _ in range(5)]
         info = client.get("/v1/model").json()["challenger"]
     assert [a.status_code for a in answers] == [200] * 5
