@@ -290,8 +290,8 @@ def create_app(scfg: Any, load: Callable[[], Runtime] | None = None) -> FastAPI:
     async def set_rollout(
         body: RolloutIn, authorization: Annotated[str | None, Header()] = None
     ) -> Any:
-        """Switch automation off or on, or change the pilot list, for every worker (within
-        ``serve.rollout.poll_seconds``); fields left out keep their value."""
+        """Switch automation off or on, or change the pilot list, for every worker (from its
+        next model call on); fields left out keep their value."""
         if refused := admin(authorization):
             return refused
         if service.rollout is None or service.runtime is None:
@@ -304,7 +304,11 @@ def create_app(scfg: Any, load: Callable[[], Runtime] | None = None) -> FastAPI:
         current = service.rollout.state.to_dict()
         changes = body.model_dump(include=body.model_fields_set)
         state = RolloutState.from_dict({**current, **changes}, "the admin request")
-        stored = await anyio.to_thread.run_sync(service.rollout.write, state, "admin endpoint")
+        try:
+            stored = await anyio.to_thread.run_sync(service.rollout.write, state, "admin endpoint")
+        except Exception as exc:  # the file or database cannot be written: nothing changed
+            log.exception("rollout state not stored")
+            return _error(503, f"the rollout state could not be stored ({exc}); retry")
         # every replica re-reads a shared state at most this late: acknowledge after it
         await asyncio.sleep(service.rollout.max_staleness_s)
         log.warning("rollout changed through the admin endpoint: %s", stored.to_dict())

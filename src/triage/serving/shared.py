@@ -12,6 +12,7 @@ format of :mod:`triage.serving.rollout` in a one-row table with a version number
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Iterable, Mapping
@@ -31,6 +32,8 @@ from triage.serving.predlog import (
     _utc,
 )
 from triage.serving.rollout import RolloutState
+
+log = logging.getLogger(__name__)
 
 #: how stale a replica's view of the rollout state in a database may be (it re-reads at most
 #: this often before a model call); the admin endpoint waits this long before acknowledging
@@ -167,10 +170,14 @@ class RolloutTable:
         if not force and now - self._checked < self.max_staleness_s:
             return False
         self._checked = now
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(self.table.c.version, self.table.c.state).where(self.table.c.id == 1)
-            ).first()
+        try:
+            with self.engine.connect() as conn:
+                row = conn.execute(
+                    select(self.table.c.version, self.table.c.state).where(self.table.c.id == 1)
+                ).first()
+        except Exception as exc:  # the database away: keep the state in force, say so
+            log.error("rollout state in %s unreadable, kept the current one: %s", self.url, exc)
+            return False
         version = None if row is None else int(row.version)
         if version == self._seen_version:
             return False
