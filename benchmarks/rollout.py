@@ -65,13 +65,15 @@ def main() -> None:
         broken = Path(tmp) / "broken"
         broken.mkdir()
         (broken / "manifest.json").write_text("{not a manifest", encoding="utf-8")
-        for name, overrides in (
-            ("no shadow", []),
-            ("shadow", [f"serve.shadow_bundle={shadow}"]),
-            ("broken shadow bundle", [f"serve.shadow_bundle={broken}"]),
-            ("no shadow (again)", []),
+        for k, (name, overrides) in enumerate(
+            (
+                ("no shadow", []),
+                ("shadow", [f"serve.shadow_bundle={shadow}"]),
+                ("broken shadow bundle", [f"serve.shadow_bundle={broken}"]),
+                ("no shadow (again)", []),
+            )
         ):
-            log_path = Path(tmp) / f"{name.replace(' ', '_')}.sqlite"
+            log_path = Path(tmp) / f"predictions{k}.sqlite"
             with loopback.running_service(args.bundle, log_path, *overrides) as url:
                 if overrides:
                     wait_for_challenger(url)
