@@ -3,6 +3,7 @@ and as nobody, a few hundred generated requests, no server error, refusals in on
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.audit.support import make_batch
@@ -19,6 +20,7 @@ def check(method: str, url: str, response) -> None:
         assert isinstance(response.json()["detail"], str | list)
 
 
+@pytest.mark.slow
 def test_fuzzing_the_review_app_finds_no_server_error(db_url):
     db = AuditDB(db_url)
     items = make_batch(db, n=8, dual=2)

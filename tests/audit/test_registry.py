@@ -33,6 +33,7 @@ def report(tmp_path, batch: str, verdict: str) -> None:
     (folder / "metrics.json").write_text(json.dumps({"judgement": judgement}))
 
 
+@pytest.mark.slow
 def test_register_promote_and_serve_from_the_registry(root, tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     tracker = Tracker(True, uri, "social-triage", root)

@@ -61,6 +61,7 @@ def cfg(root, tmp_path_factory):
     return load_config(audit_overrides(tmp_path_factory.mktemp("rollout")), root=root)
 
 
+@pytest.mark.slow
 def test_estimates_are_unbiased_over_audit_draws(cfg):
     records, truth = synthetic_log(2000, seed=3)
     logged, true_accuracy = with_challenger(records, truth, seed=2)
@@ -107,6 +108,7 @@ def test_verdict(wrong, accuracy, verdict):
     assert judge({**reviewed, "n": 50}, 0.05, 0.01, 100)["verdict"] == "not enough evidence"
 
 
+@pytest.mark.slow
 def test_rollout_report_stage_on_a_reviewed_batch(root, tmp_path, db_url, capsys):
     records, truth = synthetic_log(600, seed=9)
     logged, _ = with_challenger(records, truth, seed=3)
