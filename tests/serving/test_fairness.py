@@ -13,6 +13,7 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
+from tests.audit.support import free_port
 from tests.serving.test_api import serve_config, wait_ready
 from triage.serving.api import create_app
 from triage.serving.limits import BodyLimitMiddleware, HeadTimeoutProtocol
@@ -192,12 +193,6 @@ def test_a_body_that_does_not_arrive_gets_408():
     assert json.loads(sent[1]["body"])["detail"].startswith("the request body did not arrive")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _read_until_closed(sock: socket.socket) -> bytes:
     received = b""
     while chunk := sock.recv(1000):
@@ -213,7 +208,7 @@ def test_a_slow_request_head_is_closed_and_a_whole_one_served():
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": b"ok"})
 
-    port = _free_port()
+    port = free_port()
     config = uvicorn.Config(
         app,
         port=port,

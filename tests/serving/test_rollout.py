@@ -15,6 +15,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.audit.support import free_port
 from tests.serving.test_api import serve_config, wait_ready
 from triage.routing import RoutingTable
 from triage.serving.api import create_app
@@ -171,7 +172,7 @@ def test_admin_endpoint_is_off_without_a_token(root, bundle, tmp_path):
 def test_two_workers_obey_the_kill_switch_under_load(root, eager_bundle, tmp_path, automated_texts):
     """``triage serve serve.workers=2``: the switch flipped through one worker under load;
     after the acknowledgement no request gets an automatic decision, whichever worker answers."""
-    port = _port()
+    port = free_port()
     env = {**os.environ, "TRIAGE_ADMIN_TOKEN": TOKEN, "TRIAGE_ROOT": str(root)}
     server = subprocess.Popen(
         [
@@ -219,14 +220,6 @@ def test_two_workers_obey_the_kill_switch_under_load(root, eager_bundle, tmp_pat
     assert len(after) >= 8 and not any("auto" in d for d in after), after
     logged = PredictionLog(tmp_path / "predictions.sqlite", retention_days=None).read()
     assert {r["rollout"]["automation"] for r in logged} == {True, False}
-
-
-def _port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_ready(url: str, server: subprocess.Popen) -> None:
