@@ -92,6 +92,7 @@ def synthetic_log(n: int, seed: int = 0, start: datetime = WEEK) -> tuple[list[d
                 "action": ACTIONS[shown] if auto or shown == "abuse" else "review",
                 "priority": "normal",
                 "reason": "synthetic",
+                "novelty": (i % 50) / 100,  # 0 to 0.49, without drawing from rng
                 "model_version": "synthetic-1",
                 "channel": "instagram_dm",
             }

@@ -142,8 +142,8 @@ def test_a_database_made_before_migrations_is_stamped_and_upgraded(db_url):
 NEXT_REVISION = """
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "0003"
+down_revision = "0002"
 
 
 def upgrade():
@@ -157,10 +157,10 @@ def downgrade():
 
 @pytest.fixture
 def with_a_later_revision(tmp_path, monkeypatch):
-    """The shipped migrations plus a revision 0002 (an index), as the next change would add."""
+    """The shipped migrations plus a revision 0003 (an index), as the next change would add."""
     scripts = tmp_path / "migrations"
     shutil.copytree(migrate.MIGRATIONS, scripts, ignore=shutil.ignore_patterns("__pycache__"))
-    (scripts / "versions" / "0002_reviews_reviewer.py").write_text(NEXT_REVISION)
+    (scripts / "versions" / "0003_reviews_reviewer.py").write_text(NEXT_REVISION)
     monkeypatch.setattr(migrate, "MIGRATIONS", scripts)
     migrate.scripts.cache_clear()
     yield
@@ -174,7 +174,7 @@ def test_a_database_made_before_migrations_goes_through_later_revisions(
     db = AuditDB(db_url)
     try:
         with db.engine.connect() as conn:
-            assert migrate.current(conn) == "0002"  # stamped 0001, then upgraded
+            assert migrate.current(conn) == "0003"  # stamped 0001, then upgraded
             indexes = {ix["name"] for ix in inspect(conn).get_indexes("reviews")}
         assert {"reviews_item", "reviews_reviewer"} <= indexes
         assert [r["note"] for r in db.history("w46")] == ["wants money back"]

@@ -43,7 +43,13 @@ def reviewed(root, tmp_path_factory, module_db_url):
             "lang": rng.choice(["nl", "en"], size=400),
         }
     ).to_parquet(tmp / "train.parquet")
-    pd.DataFrame({"intent_confidence": rng.beta(6, 1.5, size=300)}).to_parquet(tmp / "test.parquet")
+    pd.DataFrame(
+        {
+            "intent_confidence": rng.beta(6, 1.5, size=300),
+            "novelty": np.linspace(0.0, 0.3, 300),
+            "novelty_threshold": 0.25,
+        }
+    ).to_parquet(tmp / "test.parquet")
     cfg = load_config(
         [
             *audit_overrides(tmp, module_db_url),
@@ -111,10 +117,22 @@ def test_report_numbers_cover_the_truth(reviewed):
     assert metrics["agreement"]["items"] == len(pairs) > 0
     assert 0 <= metrics["calibration"]["intent"]["ece"]["estimate"] <= 1
     drift = metrics["drift"]
-    assert set(drift) == {"intent_mix", "sentiment_mix", "language_mix", "confidence"} - {
-        "sentiment_mix"
-    } | ({"sentiment_mix"} if "sentiment_mix" in drift else set())
+    assert set(drift) == {
+        "intent_mix",
+        "sentiment_mix",
+        "language_mix",
+        "confidence",
+        "novelty",
+    } - {"sentiment_mix"} | ({"sentiment_mix"} if "sentiment_mix" in drift else set())
     assert drift["intent_mix"]["psi_predicted"] >= 0 and drift["confidence"]["ks"] > 0
+    # novelty: the period's messages reach further from the training data than the test split's
+    novel = drift["novelty"]
+    assert novel["threshold"] == 0.25 and novel["n_period"] == len(records)
+    assert novel["far_share_reference"] == pytest.approx((np.linspace(0, 0.3, 300) >= 0.25).mean())
+    assert novel["far_share_period"] == pytest.approx(
+        np.mean([r["novelty"] >= 0.25 for r in records])
+    )
+    assert novel["psi"] > 0.1 and sum(novel["period"]) == pytest.approx(1.0)
     judgement = metrics["judgement"]
     assert judgement["verdict"] in ("PASS", "FAIL", "INCONCLUSIVE")
     check = next(c for c in judgement["checks"] if c["target"] == "intent accuracy")
@@ -132,6 +150,8 @@ def test_report_numbers_cover_the_truth(reviewed):
     assert (out / "plots" / "intent_reliability.png").is_file()
     assert (out / "plots" / "automated_fpr.png").is_file()
     assert (out / "plots" / "drift_intent_mix.png").is_file()
+    assert (out / "plots" / "drift_novelty.png").is_file()
+    assert "far out (sent to review), period" in md
     # logged to MLflow: one run tagged with the batch, the numbers and the files
     client = mlflow.MlflowClient(cfg.tracking.uri)
     runs = client.search_runs(

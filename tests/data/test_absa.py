@@ -88,6 +88,14 @@ def test_an_extra_set_is_read_like_training_data_and_scored_per_head(absa, root)
     assert out[f"{key}/accuracy_at_0.7"] == 0.5
     # macro-F1 over negative (P 1/2, R 1), neutral (1, 1), positive (0): (2/3 + 1 + 0) / 3
     assert out[f"{key}/macro_f1"] == pytest.approx((2 / 3 + 1) / 3)
+    assert not any(k.endswith("_near") for k in out)
+    # the confident right answer is far out: sent to review, so no answer at 0.9 is given
+    gated = score_eval_set(probs, targets, labels, "absa_nl", 10, far=np.array([1, 0, 0], bool))
+    assert gated["extra/absa_nl/novelty/far_share"] == pytest.approx(1 / 3)
+    assert gated[f"{key}/share_at_0.9_near"] == 0.0 and gated[f"{key}/accuracy_at_0.9_near"] == 0
+    assert gated[f"{key}/share_at_0.7_near"] == pytest.approx(1 / 3)
+    assert gated[f"{key}/accuracy_at_0.7_near"] == 0.0  # row 3: 0.75 negative, truly positive
+    assert gated[f"{key}/accuracy_at_0.9"] == 1.0  # the ungated numbers stay
 
 
 def test_the_negative_rule_is_rechecked_on_real_text(root):
@@ -112,3 +120,9 @@ def test_the_negative_rule_is_rechecked_on_real_text(root):
     assert out["extra/absa_nl/routing/negative_n"] == 3
     assert out["extra/absa_nl/routing/negative_auto_reply"] == pytest.approx(1 / 3)
     assert out["extra/absa_nl/routing/negative_auto_reply_without_rule"] == 1.0
+    # the one that got a template is far out: the novelty rule sends it to review instead
+    far = np.array([False, True, False, False])
+    out = negative_replies(probs, y, thresholds, labels, table, 0.0, "absa_nl", far)
+    assert out["extra/absa_nl/routing/negative_auto_reply"] == 0.0
+    assert out["extra/absa_nl/routing/negative_auto_reply_without_novelty"] == pytest.approx(1 / 3)
+    assert out["extra/absa_nl/routing/negative_auto_reply_without_rule"] == pytest.approx(2 / 3)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 
 import numpy as np
 import onnx
@@ -15,7 +16,7 @@ from triage.errors import ConfigError, GateError
 from triage.io import sha256_file
 from triage.pipeline import export
 from triage.pipeline.export.gates import gate, parity, parity_failures
-from triage.pipeline.export.graph import onnx_probs, session
+from triage.pipeline.export.graph import onnx_outputs, session
 from triage.pipeline.export.vocab import bundle_tokenizer, latin_piece, trim_vocabulary
 from triage.serving.bundle import Manifest
 from triage.serving.runtime import rescale
@@ -32,6 +33,7 @@ def test_bundle_files_manifest_and_metadata(bundle, pipeline):
         "routing.json",
         "manifest.json",
         "model_card.md",
+        "novelty.npy",
     }
     manifest = json.loads((bundle / "manifest.json").read_text())
     for name, entry in manifest["files"].items():
@@ -75,12 +77,21 @@ def test_bundle_files_manifest_and_metadata(bundle, pipeline):
         "data_fingerprints",
         "parity",
         "bundle_test",
+        "novelty",
         "files",
     ]
     assert Manifest.from_dict(manifest).to_dict() == manifest
     assert Manifest.from_dict(inside).to_dict() == inside
     assert [i.name for i in model.graph.input] == ["input_ids", "attention_mask"]
-    assert [o.name for o in model.graph.output] == ["intent_probs", "sentiment_probs"]
+    assert [o.name for o in model.graph.output] == ["intent_probs", "sentiment_probs", "embedding"]
+    # the far-out rule: calibrate's threshold and bank, and its numbers on the gate's messages
+    report = json.loads((tmp / "export.json").read_text())
+    assert manifest["novelty"]["threshold"] == calibration["novelty"]["threshold"]
+    assert manifest["novelty"]["k"] == calibration["novelty"]["k"]
+    bank = np.load(bundle / "novelty.npy")
+    assert bank.tobytes() == np.load(tmp / "calibration.novelty.npy").tobytes()
+    assert manifest["novelty"]["n_bank"] == len(bank)
+    assert report["novelty"]["far_agreement"] == 1.0  # fp32: the same embeddings as PyTorch
     routing = json.loads((bundle / "routing.json").read_text())
     assert routing["intents"]["abuse"]["automatic"] is False
     assert "thresholds" in (bundle / "model_card.md").read_text()
@@ -93,7 +104,7 @@ def test_bundle_reproduces_the_evaluated_probabilities(bundle, pipeline):
     manifest = json.loads((bundle / "manifest.json").read_text())
     recorded = pd.read_parquet(tmp / "evaluation" / "predictions.parquet")
     tokenizer = bundle_tokenizer(json.loads((bundle / "tokenizer.json").read_text()))
-    probs = onnx_probs(
+    probs, _ = onnx_outputs(
         session(bundle / "model.onnx"),
         tokenizer,
         recorded["text"].tolist(),
@@ -293,6 +304,7 @@ def test_bundle_numbers_are_the_served_ones_when_a_language_keeps_its_temperatur
     fit = calibration["heads"]["intent"]
     fit["languages"]["nl"] = {"temperature": 3 * fit["temperature"], "own": True, "why": "test"}
     (tmp_path / "calibration.json").write_text(json.dumps(calibration))
+    shutil.copy(tmp / "calibration.novelty.npy", tmp_path)
     cfg = copy.deepcopy(cfg)
     cfg.tracking.enabled = False
     cfg.evaluate.calibration = cfg.export.calibration = str(tmp_path / "calibration.json")

@@ -6,15 +6,18 @@ from __future__ import annotations
 import copy
 import json
 import math
+import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from triage.data.splits import label_ids, load_split
+from triage.errors import MissingInputError
 from triage.modeling.calibration import load_calibration, save_calibration, softmax
 from triage.modeling.metrics import nll
 from triage.modeling.model import load_checkpoint, load_predictor, predict_proba
+from triage.novelty import novelty
 from triage.pipeline.evaluate import run as evaluate
 from triage.schema import MISSING_LABEL
 
@@ -76,6 +79,21 @@ def test_calibration_file(pipeline):
                 assert entry["how"] in ("class", "global", "raised", "never") and entry["why"]
     run_id = (tmp / "ckpt" / "run_id").read_text().strip()
     assert "calib/intent/ece_after" in client.get_run(run_id).data.metrics
+    # novelty: the training split's embeddings as the bank, the threshold at the configured
+    # quantile of the calib rows' novelty
+    fit = calibration["novelty"]
+    bank = np.load(tmp / fit["bank"])
+    assert fit["bank"] == "calibration.novelty.npy" and bank.dtype == np.float16
+    assert len(bank) == fit["n_bank"] == len(load_split(tmp / "data", "train"))
+    assert np.allclose(np.linalg.norm(bank.astype(np.float32), axis=1), 1.0, atol=1e-2)
+    _, embeddings = predictor.outputs(calib["text"].tolist())
+    scores = novelty(embeddings, bank, fit["k"])
+    assert fit["threshold"] == pytest.approx(np.quantile(scores, fit["quantile"]), abs=1e-6)
+    assert fit["calib_far_share"] == pytest.approx((scores >= fit["threshold"]).mean())
+    assert 0 < fit["calib_far_share"] <= 1 - fit["quantile"] + 1 / len(calib)
+    # the TF-IDF baseline has no embeddings, so no novelty rule
+    assert "novelty" not in load_calibration(tmp / "baseline" / "calibration.json")
+    assert not (tmp / "baseline" / "calibration.novelty.npy").exists()
 
 
 def test_evaluation_outputs(pipeline):
@@ -94,6 +112,11 @@ def test_evaluation_outputs(pipeline):
     assert set(predictions["source"]) == {"authored", "authored_round2", "authored_round3"}
     auto = predictions["intent_decision"] == "auto"
     assert metrics["test/intent/coverage"] == pytest.approx(auto.mean())
+    # far-out messages are never automatic; what that costs in coverage is reported
+    far = predictions["novelty"] >= predictions["novelty_threshold"]
+    assert metrics["test/novelty/far_share"] == pytest.approx(far.mean())
+    assert not auto[far].any()
+    assert metrics["test/intent/coverage_without_novelty"] >= metrics["test/intent/coverage"]
     for key in (
         "ece",
         "ece_mass",
@@ -152,6 +175,9 @@ def test_evaluate_flags_a_class_whose_automated_decisions_break_the_target(pipel
     cfg.evaluate.calibration = str(tmp_path / "calibration.json")
     cfg.evaluate.out_dir = str(tmp_path / "evaluation")
     cfg.tracking.enabled = False
+    with pytest.raises(MissingInputError, match=r"calibration\.novelty\.npy not found"):
+        evaluate(cfg)  # the bank goes with its calibration file
+    shutil.copy(tmp / "calibration.novelty.npy", tmp_path)
     evaluate(cfg)
     metrics = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())
     assert metrics["test/intent/coverage"] < 1.0  # spam never automatic

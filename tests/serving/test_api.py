@@ -313,6 +313,16 @@ def test_metrics_count_requests_and_decisions(service):
     assert 'triage_http_request_duration_seconds_bucket{le="0.025",path="/v1/classify"}' in text
     assert "triage_decisions_total{" in text and "triage_inference_seconds_count" in text
     assert "triage_model_ready 1.0" in text
+    # every classified message's novelty is observed; far-out ones are counted
+    assert 'triage_message_novelty_bucket{le="2.0"} ' in text
+    assert "triage_far_out_messages_total " in text
+    observed = float(text.split("triage_message_novelty_count ")[1].split()[0])
+    decided = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("triage_decisions_total{")
+    )
+    assert observed == decided >= 1
 
 
 def test_log_error_counters_exist_from_the_start(service):

@@ -3,6 +3,7 @@ killed mid-append, retention and reading by period."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import signal
@@ -40,6 +41,7 @@ def make_record(i: int, created: datetime = T0, **changes) -> dict:
         "action": "auto_reply",
         "priority": "normal",
         "reason": "confident order question",
+        "novelty": 0.12,
         "model_version": "abc123-0f0f",
         "channel": "instagram_dm",
         "rollout": {"automation": True, "pilot": None, "arm": "champion", "latency_ms": 4.5},
@@ -64,6 +66,43 @@ def test_round_trip(tmp_path):
     assert back[2]["intent_probs"] == {"order_status": 0.91, "refund_return": 0.09}
     # reopened from a new object: the data is on disk
     assert PredictionLog(path, retention_days=30).read() == back
+
+
+def test_a_log_written_before_a_newer_column_is_upgraded_in_place(tmp_path):
+    """A schema-2 log (before novelty) and a schema-1 log (before rollout as well) open with
+    their rows intact, the new columns NULL, and take new records."""
+    from triage.serving.predlog import _SCHEMA, SCHEMA_VERSION
+
+    for version, dropped in ((2, ["novelty"]), (1, ["novelty", "rollout"])):
+        path = tmp_path / f"v{version}.sqlite"
+        schema = _SCHEMA
+        for column in dropped:
+            schema = schema.replace(
+                f"    {column} {'REAL' if column == 'novelty' else 'TEXT'},\n", ""
+            )
+            schema = schema.replace(f",\n    {column} TEXT\n", "\n")
+        conn = sqlite3.connect(path)
+        conn.executescript(schema)
+        kept = [f for f in FIELDS if f not in dropped]
+        old = make_record(0)
+        row = {f: json.dumps(old[f]) if isinstance(old[f], dict) else old[f] for f in kept}
+        conn.execute(
+            f"INSERT INTO predictions (created_us, {', '.join(kept)}) "
+            f"VALUES ({', '.join('?' * (len(kept) + 1))})",
+            [int(T0.timestamp() * 1e6), *row.values()],
+        )
+        conn.execute(f"PRAGMA user_version = {version}")
+        conn.commit()
+        conn.close()
+        with PredictionLog(path, retention_days=None) as log:
+            log.append([make_record(1, T0 + timedelta(seconds=1))])
+            first, second = log.read()
+        assert first["message_id"] == "m0" and first["novelty"] is None
+        assert first["intent_probs"] == old["intent_probs"]
+        assert second["novelty"] == 0.12
+        conn = sqlite3.connect(path)
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        conn.close()
 
 
 def test_defaults_and_validation(tmp_path):

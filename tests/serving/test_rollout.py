@@ -41,6 +41,7 @@ def prediction(intent: str = "order_status", decision: str = "auto") -> Predicti
         action="auto_reply",
         priority="normal",
         reason="order_status 0.97 ≥ 0.80: auto_reply, normal priority.",
+        novelty=0.1,
         lang="nl",
         model_version="v1",
     )

@@ -75,6 +75,10 @@ def test_runtime_without_torch_matches_the_pytorch_evaluation(bundle, evaluated,
     assert result["heavy"] == []
     predictions = result["predictions"]
     manifest = read_manifest(bundle)
+    # novelty from the bundle's embeddings and bank = evaluate's, from PyTorch's
+    novelty = np.array([p["novelty"] for p in predictions])
+    np.testing.assert_allclose(novelty, evaluated["novelty"], atol=1e-3, rtol=0)
+    far = novelty >= manifest.novelty["threshold"]
     # parity to 1e-4 holds for an fp32 graph; an int8 bundle is checked by export's own gates
     assert manifest.quantization == "none", "the `bundle` fixture shipped int8: pin it to fp32"
     for head, spec in manifest.heads.items():
@@ -92,7 +96,10 @@ def test_runtime_without_torch_matches_the_pytorch_evaluation(bundle, evaluated,
             for row, lang in zip(ours.tolist(), evaluated["lang"], strict=True)
         ]
         assert [d.label for d in decided] == evaluated[f"pred_{head}"].tolist()
-        auto = ["auto" if d.automatic else "review" for d in decided]
+        # a far-out message is never decided automatically (evaluate counts it so as well)
+        auto = [
+            "auto" if d.automatic and not f else "review" for d, f in zip(decided, far, strict=True)
+        ]
         assert auto == evaluated[f"{head}_decision"].tolist()
         # the routed decision is automatic only where the intent itself is
         if head == "intent":
@@ -188,6 +195,30 @@ def test_language_thresholds_apply_to_their_language_only(bundle, tmp_path):
     head["language_thresholds"] = {"nl": dict.fromkeys(head["labels"][1:], 0.5)}
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="the nl thresholds name"):
+        Runtime.load(copy, verify=False)
+
+
+def test_a_message_far_from_the_training_data_goes_to_review(
+    eager_bundle, automated_texts, tmp_path
+):
+    text = automated_texts[0]
+    runtime = Runtime.load(eager_bundle, verify=False)
+    [near] = runtime.classify([text])
+    assert near.decision == "auto" and near.novelty < runtime.novelty.threshold
+    # the same bundle with its threshold just under this message's novelty: now it is far out,
+    # and goes to review however confident the model is
+    copy = tmp_path / "strict-novelty"
+    shutil.copytree(eager_bundle, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["novelty"]["threshold"] = near.novelty - 1e-4
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    [far] = Runtime.load(copy, verify=False).classify([text])
+    assert far.decision == "review" and "far from the training data" in far.reason
+    assert (far.intent, far.intent_prob) == (near.intent, near.intent_prob)
+    assert far.novelty == pytest.approx(near.novelty)
+    # a bundle whose bank file is gone is refused rather than served without the rule
+    (copy / "novelty.npy").unlink()
+    with pytest.raises(BundleError, match=r"novelty\.npy is missing"):
         Runtime.load(copy, verify=False)
 
 

@@ -123,6 +123,16 @@ class BaselineConfig:
 
 
 @dataclass
+class NoveltyConfig:
+    """Types only; the values and what they mean are in ``configs/calibrate/default.yaml``."""
+
+    enabled: bool = MISSING
+    k: int = MISSING
+    quantile: float = MISSING
+    max_bank: int = MISSING
+
+
+@dataclass
 class CalibrateConfig:
     """Types only; the values and what they mean are in ``configs/calibrate/default.yaml``."""
 
@@ -133,6 +143,7 @@ class CalibrateConfig:
     min_decisions: int = MISSING
     margin: float = MISSING
     bound: str = MISSING
+    novelty: NoveltyConfig = field(default_factory=NoveltyConfig)
     checkpoint: str = MISSING
     out_file: str = MISSING
 

@@ -8,7 +8,6 @@ kinds. See ``../shared/data/README.md`` for provenance.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -78,13 +77,14 @@ def read_xed(path: Path, options: dict[str, Any]) -> Iterator[RawRow]:
     else:
         raise DataError(f"xed: options.language must be nl or en, got {language!r}")
     for file, label_first in files:
-        names = ["label", "text"] if label_first else ["text", "label"]
-        # subtitles contain unbalanced quotes: read without CSV quoting
-        frame = load_table(file, "csv", sep="\t", column_names=names, quoting=csv.QUOTE_NONE)
-        for i, row in enumerate(frame.itertuples(index=False)):
-            codes = [c.strip() for c in str(row.label).split(",") if c.strip()]
+        # tab-separated without quoting (subtitles hold unbalanced quotes); a few neu_en.txt
+        # lines end in stray tabs
+        for i, line in enumerate(read_lines(file)):
+            first, _, rest = line.partition("\t")
+            label, text = (first, rest.rstrip("\t")) if label_first else (rest, first)
+            codes = [c.strip() for c in label.split(",") if c.strip()]
             yield RawRow(
-                text=row.text,
+                text=text,
                 where=f"{file}:line {i + 1}",
                 id=f"xed-{file.stem}-{i}",
                 sentiment=[XED_EMOTIONS.get(c, c) for c in codes],

@@ -59,9 +59,17 @@ class TriageModel(nn.Module):
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         """Logits per head, ``(batch, n_labels)``."""
+        return self.outputs(input_ids, attention_mask)[0]
+
+    def outputs(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Logits per head and the pooled sentence embedding ``(batch, hidden)`` the heads read
+        (before dropout; what :mod:`triage.novelty` measures distances on)."""
         out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
-        pooled = self.dropout(mean_pool(out.last_hidden_state, attention_mask))
-        return {head: layer(pooled) for head, layer in self.heads.items()}
+        pooled = mean_pool(out.last_hidden_state, attention_mask)
+        dropped = self.dropout(pooled)
+        return {head: layer(dropped) for head, layer in self.heads.items()}, pooled
 
 
 def multitask_loss(
@@ -172,15 +180,16 @@ def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> dict[str, torc
 
 
 @torch.inference_mode()
-def predict_logits(
+def predict_outputs(
     model: TriageModel,
     tokenizer: Any,
     texts: Sequence[str],
     prefix: str,
     max_length: int,
     batch_size: int = 64,
-) -> dict[str, np.ndarray]:
-    """Logits per head, ``(len(texts), n_labels)`` float32, in the order of ``texts``.
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Logits per head, ``(len(texts), n_labels)`` float32, and the pooled embeddings
+    ``(len(texts), hidden)`` float32, in the order of ``texts``.
 
     Batches are formed from texts of similar length, so little compute goes to padding.
     """
@@ -191,11 +200,27 @@ def predict_logits(
         head: np.zeros((len(texts), len(names)), dtype=np.float32)
         for head, names in model.labels.items()
     }
+    embeddings = np.zeros((len(texts), model.encoder.config.hidden_size), dtype=np.float32)
     for index, input_ids, mask in padded_batches(ids, tokenizer.pad_token_id, batch_size):
-        logits = model(torch.from_numpy(input_ids).to(device), torch.from_numpy(mask).to(device))
+        logits, pooled = model.outputs(
+            torch.from_numpy(input_ids).to(device), torch.from_numpy(mask).to(device)
+        )
         for head, value in logits.items():
             out[head][index] = value.float().cpu().numpy()
-    return out
+        embeddings[index] = pooled.float().cpu().numpy()
+    return out, embeddings
+
+
+def predict_logits(
+    model: TriageModel,
+    tokenizer: Any,
+    texts: Sequence[str],
+    prefix: str,
+    max_length: int,
+    batch_size: int = 64,
+) -> dict[str, np.ndarray]:
+    """Logits per head (see :func:`predict_outputs`)."""
+    return predict_outputs(model, tokenizer, texts, prefix, max_length, batch_size)[0]
 
 
 def predict_proba(
@@ -213,7 +238,8 @@ def predict_proba(
 
 class TransformerPredictor:
     """A loaded checkpoint behind the interface calibrate and evaluate use: ``labels``,
-    ``meta`` and ``logits(texts)``."""
+    ``meta`` and ``logits(texts)``; ``outputs(texts)`` adds the sentence embeddings (the TF-IDF
+    baseline has none, so no novelty)."""
 
     def __init__(self, path: Path, batch_size: int = 64):
         self.model, self.tokenizer, self.meta = load_checkpoint(path)
@@ -221,7 +247,11 @@ class TransformerPredictor:
         self.batch_size = batch_size
 
     def logits(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        return predict_logits(
+        return self.outputs(texts)[0]
+
+    def outputs(self, texts: Sequence[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Logits per head and pooled embeddings (:func:`predict_outputs`)."""
+        return predict_outputs(
             self.model,
             self.tokenizer,
             texts,

@@ -8,7 +8,8 @@ for the answers given with confidence at least 0.9 and 0.7 their share (``share_
 accuracy (``accuracy_at_0.9``): what a service that acts on confident answers can trust. And
 the routing rules that use sentiment, re-checked on real text (:func:`negative_replies`): of the
 truly negative messages, the share that the routing table would answer with a template
-(``extra/<set>/routing/negative_auto_reply``), and the share it would without the negative rule.
+(``extra/<set>/routing/negative_auto_reply``), and the share it would without the negative rule
+or without the novelty rule (:mod:`triage.novelty`).
 """
 
 from __future__ import annotations
@@ -67,9 +68,18 @@ def score_eval_set(
     labels: dict[str, list[str]],
     name: str,
     n_bins: int,
+    far: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """The metrics of one set (keys ``extra/<name>/<head>/...``) for every head it labels."""
+    """The metrics of one set (keys ``extra/<name>/<head>/...``) for every head it labels.
+
+    With ``far`` (which rows are far out by :mod:`triage.novelty`, sent to review whatever
+    their confidence): ``extra/<name>/novelty/far_share``, and per head and confidence level
+    the share and accuracy of the answers still given (``share_at_0.9_near``,
+    ``accuracy_at_0.9_near``).
+    """
     out: dict[str, float] = {}
+    if far is not None:
+        out[f"extra/{name}/novelty/far_share"] = float(far.mean())
     for head, names in labels.items():
         known = targets[head] != MISSING_LABEL
         if not known.any():
@@ -84,10 +94,14 @@ def score_eval_set(
         out[f"{key}/ece"] = ece(p, y, n_bins)
         for level in CONFIDENCE_LEVELS:
             given = confidence >= level
-            out[f"{key}/share_at_{level}"] = float(given.mean())
-            out[f"{key}/accuracy_at_{level}"] = (
-                float((pred[given] == y[given]).mean()) if given.any() else 0.0
-            )
+            variants = [("", given)]
+            if far is not None:
+                variants.append(("_near", given & ~far[known]))
+            for suffix, answered in variants:
+                out[f"{key}/share_at_{level}{suffix}"] = float(answered.mean())
+                out[f"{key}/accuracy_at_{level}{suffix}"] = (
+                    float((pred[answered] == y[answered]).mean()) if answered.any() else 0.0
+                )
     return out
 
 
@@ -99,21 +113,25 @@ def negative_replies(
     table: RoutingTable,
     margin: float,
     name: str,
+    far: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Of the messages whose true sentiment is the table's negative label, the share routed to
-    an automatic template reply (``auto_reply``) by :func:`triage.routing.route`, and the share
-    without the negative rule (no sentiment given to it): what the rule saves on real text.
+    an automatic template reply (``auto_reply``) by :func:`triage.routing.route`; the share
+    without the negative rule (no sentiment given to it), and with ``far``, the share without
+    the novelty rule (far-out rows decided like the others): what each rule saves on real text.
 
     Args:
         probs: calibrated probabilities of both heads.
         y_sentiment: true sentiment label ids (``MISSING_LABEL`` where missing).
         intent_thresholds: ``(n, k)`` intent thresholds per row (its language's).
+        far: which rows are far out (never automatic); None = no novelty rule.
     """
     negative = labels["sentiment"].index(table.negative.label)
     rows = np.flatnonzero(y_sentiment == negative)
     if not len(rows):
         return {}
-    replied = {"with": 0, "without": 0}
+    far = np.zeros(len(y_sentiment), bool) if far is None else far
+    replied = {"all": 0, "without_rule": 0, "without_novelty": 0}
     for i in rows:
         decided = decide_head(
             "intent",
@@ -123,12 +141,19 @@ def negative_replies(
             margin,
         )
         sentiment = dict(zip(labels["sentiment"], probs["sentiment"][i].tolist(), strict=True))
-        for rule, given in (("with", sentiment), ("without", None)):
+        for variant, given, gated in (
+            ("all", sentiment, far[i]),
+            ("without_rule", None, far[i]),
+            ("without_novelty", sentiment, False),
+        ):
             routed = route(table, decided, given)
-            replied[rule] += routed.decision != REVIEW and routed.action is Action.auto_reply
+            replied[variant] += (
+                not gated and routed.decision != REVIEW and routed.action is Action.auto_reply
+            )
     key = f"extra/{name}/routing"
     return {
         f"{key}/negative_n": float(len(rows)),
-        f"{key}/negative_auto_reply": replied["with"] / len(rows),
-        f"{key}/negative_auto_reply_without_rule": replied["without"] / len(rows),
+        f"{key}/negative_auto_reply": replied["all"] / len(rows),
+        f"{key}/negative_auto_reply_without_rule": replied["without_rule"] / len(rows),
+        f"{key}/negative_auto_reply_without_novelty": replied["without_novelty"] / len(rows),
     }

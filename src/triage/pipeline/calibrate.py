@@ -5,8 +5,10 @@ Reads:  the checkpoint in ``{calibrate.checkpoint}`` (the transformer's by defau
 Writes: ``{calibrate.out_file}`` (default ``models/calibration.json``): per head the global
         temperature, per-language temperatures where they help, NLL and ECE before and after,
         and per class the threshold with how it was obtained, pooled and per language
-        (``language_thresholds``); the target and margin rule. The
-        numbers also go into the training run in MLflow (``calib/{head}/...``).
+        (``language_thresholds``); the target and margin rule; for the transformer, the
+        novelty threshold (``novelty``, :mod:`triage.novelty`) with its bank of training
+        embeddings beside it (``<out_file stem>.novelty.npy``, read from the training split).
+        The numbers also go into the training run in MLflow (``calib/{head}/...``).
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from triage.config import CalibrateConfig, Config
+from triage.config import CalibrateConfig, Config, NoveltyConfig
 from triage.data.splits import label_ids, load_split
+from triage.io import write_atomic
 from triage.modeling.calibration import (
     calibrated_probs,
     choose_thresholds,
@@ -28,6 +32,7 @@ from triage.modeling.calibration import (
 )
 from triage.modeling.metrics import ece, nll
 from triage.modeling.model import load_predictor
+from triage.novelty import BANK_SUFFIX, novelty, save_bank, unit
 from triage.schema import MISSING_LABEL
 from triage.tracking import add_to_checkpoint_run
 
@@ -86,7 +91,11 @@ def run(cfg: Config) -> Path:
     checkpoint, out_file = Path(cfg.calibrate.checkpoint), Path(cfg.calibrate.out_file)
     predictor = load_predictor(checkpoint)
     frame = load_split(Path(cfg.data.out_dir), "calib")
-    logits = predictor.logits(frame["text"].tolist())
+    with_novelty = cfg.calibrate.novelty.enabled and hasattr(predictor, "outputs")
+    if with_novelty:
+        logits, embeddings = predictor.outputs(frame["text"].tolist())
+    else:
+        logits = predictor.logits(frame["text"].tolist())
     targets, langs = label_ids(frame, predictor.labels), frame["lang"].to_numpy()
     out_of_scope = frame["source"].isin(list(cfg.data.out_of_scope_sources)).to_numpy()
     heads = {
@@ -101,6 +110,14 @@ def run(cfg: Config) -> Path:
         "split": "calib",
         "heads": heads,
     }
+    bank_file = out_file.with_suffix(BANK_SUFFIX)
+    if with_novelty:
+        train = load_split(Path(cfg.data.out_dir), "train")
+        result["novelty"] = fit_novelty(
+            predictor, train, embeddings, langs, cfg.calibrate.novelty, bank_file, cfg.data.seed
+        )
+    else:
+        bank_file.unlink(missing_ok=True)  # a bank left by an earlier run does not apply
     save_calibration(out_file, result)
 
     metrics = {}
@@ -137,7 +154,50 @@ def run(cfg: Config) -> Path:
                 },
             }
         )
-    add_to_checkpoint_run(
-        cfg.tracking, Path(cfg.paths.root), checkpoint, metrics, [(out_file, "calibration")]
-    )
+    if with_novelty:
+        fit = result["novelty"]
+        log.info(
+            "novelty: bank of %d training messages, k=%d, threshold %.4f (%.1f%% of calib rows "
+            "far out)",
+            fit["n_bank"],
+            fit["k"],
+            fit["threshold"],
+            100 * fit["calib_far_share"],
+        )
+        metrics["calib/novelty/threshold"] = fit["threshold"]
+    artifacts = [(out_file, "calibration")] + ([(bank_file, "calibration")] if with_novelty else [])
+    add_to_checkpoint_run(cfg.tracking, Path(cfg.paths.root), checkpoint, metrics, artifacts)
     return out_file
+
+
+def fit_novelty(
+    predictor,
+    train: pd.DataFrame,
+    calib_embeddings: np.ndarray,
+    calib_langs: np.ndarray,
+    cfg: NoveltyConfig,
+    bank_file: Path,
+    seed: int,
+) -> dict:
+    """Embed the training rows (a seeded sample of ``cfg.max_bank`` at most) into the bank,
+    write it to ``bank_file`` (float16) and set the threshold at ``cfg.quantile`` of the calib
+    rows' novelty; return the calibration's ``novelty`` entry."""
+    if len(train) > cfg.max_bank:
+        train = train.sample(n=cfg.max_bank, random_state=seed)
+    _, train_embeddings = predictor.outputs(train["text"].tolist())
+    bank = unit(train_embeddings).astype(np.float16)
+    write_atomic(bank_file, lambda p: save_bank(p, bank))
+    scores = novelty(calib_embeddings, bank, cfg.k)
+    threshold = float(np.quantile(scores, cfg.quantile))
+    far = scores >= threshold
+    return {
+        "bank": bank_file.name,
+        "n_bank": len(bank),
+        "k": cfg.k,
+        "quantile": cfg.quantile,
+        "threshold": threshold,
+        "calib_far_share": float(far.mean()),
+        "calib_far_share_by_language": {
+            str(lang): float(far[calib_langs == lang].mean()) for lang in sorted(set(calib_langs))
+        },
+    }

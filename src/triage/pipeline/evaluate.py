@@ -56,6 +56,7 @@ from triage.modeling.metrics import (
 from triage.modeling.model import load_predictor
 from triage.modeling.parity import language_pairs, parity
 from triage.modeling.realtext import negative_replies, read_eval_set, score_eval_set
+from triage.novelty import NoveltySpec
 from triage.routing import RoutingTable
 from triage.schema import MISSING_LABEL
 from triage.tracking import add_to_checkpoint_run
@@ -124,15 +125,29 @@ def run(cfg: Config) -> Path:
     predictor = load_predictor(checkpoint)
     calibration = load_calibration(Path(ecfg.calibration))
     frame = load_split(Path(cfg.data.out_dir), split)
-    logits = predictor.logits(frame["text"].tolist())
+    spec = novelty_spec(calibration, Path(ecfg.calibration), predictor)
+    logits, scores = model_outputs(predictor, frame["text"].tolist(), spec)
     labels = predictor.labels
     targets, langs = label_ids(frame, labels), frame["lang"].to_numpy()
 
     metrics: dict[str, float] = {}
     flags: list[str] = []
     probs, decisions = {}, {}
-    # per message and class: the threshold in the message's language
+    # per message and class: the threshold in the message's language; none for a far-out one
     thresholds = {h: row_thresholds(calibration["heads"][h], n, langs) for h, n in labels.items()}
+    if spec is not None:
+        far = spec.far(scores)
+        metrics.update(novelty_metrics(far, langs, spec, split))
+        for head in labels:
+            known = targets[head] != MISSING_LABEL
+            metrics[f"{split}/{head}/coverage_without_novelty"] = float(
+                coverage_at(
+                    calibrated_probs(logits[head], langs, calibration["heads"][head])[known],
+                    thresholds[head][known],
+                    calibration["margin"],
+                ).mean()
+            )
+            thresholds[head][far] = np.inf
     for head, names in labels.items():
         head_metrics, probs[head], decisions[head], head_flags = evaluate_head(
             logits[head],
@@ -205,13 +220,16 @@ def run(cfg: Config) -> Path:
             Path(cfg.paths.root),
             Path(cfg.paths.public_data),
         )
-        extra_logits = predictor.logits(extra["text"].tolist())
+        extra_logits, extra_scores = model_outputs(predictor, extra["text"].tolist(), spec)
         extra_langs = extra["lang"].to_numpy()
+        extra_far = None if spec is None else spec.far(extra_scores)
         extra_probs = {
             head: calibrated_probs(extra_logits[head], extra_langs, calibration["heads"][head])
             for head in labels
         }
-        scored = score_eval_set(extra_probs, label_ids(extra, labels), labels, name, ecfg.n_bins)
+        scored = score_eval_set(
+            extra_probs, label_ids(extra, labels), labels, name, ecfg.n_bins, extra_far
+        )
         metrics.update(scored)
         if {"intent", "sentiment"} <= set(labels):
             metrics.update(
@@ -223,6 +241,7 @@ def run(cfg: Config) -> Path:
                     RoutingTable.from_dict(to_container(cfg.routing)),
                     calibration["margin"],
                     name,
+                    extra_far,
                 )
             )
         for key in sorted(k for k in scored if k.endswith("/macro_f1")):
@@ -245,6 +264,9 @@ def run(cfg: Config) -> Path:
             np.arange(len(frame)), probs[head].argmax(axis=1)
         ]
         predictions[f"{head}_probs"] = list(probs[head])
+    if spec is not None:
+        predictions["novelty"] = scores
+        predictions["novelty_threshold"] = spec.threshold
     write_json(out_dir / "metrics.json", {**metrics, "flags": flags})
     write_atomic(out_dir / "predictions.parquet", lambda p: predictions.to_parquet(p))
     figures = write_plots(out_dir / "plots", probs, targets, langs, labels, metrics, split, ecfg)
@@ -273,6 +295,34 @@ def run(cfg: Config) -> Path:
     for flag in flags:
         log.warning("target broken: %s", flag)
     return out_dir
+
+
+def novelty_spec(calibration: dict, calibration_file: Path, predictor) -> NoveltySpec | None:
+    """The calibration's novelty rule, where it has one and the model gives embeddings."""
+    entry = calibration.get("novelty")
+    if entry is None or not hasattr(predictor, "outputs"):
+        return None
+    return NoveltySpec.load(entry, calibration_file.parent)
+
+
+def model_outputs(
+    predictor, texts: list[str], spec: NoveltySpec | None
+) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """Logits per head, and each text's novelty where ``spec`` is given."""
+    if spec is None:
+        return predictor.logits(texts), None
+    logits, embeddings = predictor.outputs(texts)
+    return logits, spec.score(embeddings)
+
+
+def novelty_metrics(
+    far: np.ndarray, langs: np.ndarray, spec: NoveltySpec, split: str
+) -> dict[str, float]:
+    """The share of messages sent to review as far out, overall and per language."""
+    out = {f"{split}/novelty/threshold": spec.threshold, f"{split}/novelty/far_share": far.mean()}
+    for lang in sorted(set(langs)):
+        out[f"{split}/novelty/{lang}/far_share"] = far[langs == lang].mean()
+    return {k: float(v) for k, v in out.items()}
 
 
 def compare(metrics: dict[str, float], other_file: str | None) -> dict[str, float]:

@@ -4,8 +4,12 @@ it): the file names, the format and the manifest, one dataclass for both sides.
 A bundle folder (``models/onnx/`` by default) holds:
 
     model.onnx      inputs input_ids, attention_mask (int64); outputs <head>_probs: calibrated
-                    probabilities (global temperature and softmax inside the graph); the
-                    manifest JSON (without file hashes) in its metadata
+                    probabilities (global temperature and softmax inside the graph) and
+                    ``embedding``, the pooled sentence embedding; the manifest JSON (without
+                    file hashes) in its metadata
+    novelty.npy     the training messages' embeddings (float16, unit length) that novelty is
+                    measured against (:mod:`triage.novelty`; k and threshold in the manifest);
+                    absent from a bundle exported without novelty
     tokenizer.json  a `tokenizers` file (no truncation or padding set: the runtime sets them)
     routing.json    the routing table (triage.routing)
     model_card.md   the bundle described for people
@@ -24,9 +28,15 @@ from typing import Any
 from triage.errors import TriageError
 from triage.io import sha256_file
 
-FORMAT = "social-triage-bundle/2"  # /2 added per-language thresholds
-READABLE_FORMATS = ("social-triage-bundle/1", FORMAT)  # a /1 bundle has pooled thresholds only
+# /2 added per-language thresholds, /3 novelty (an older runtime must not serve a /3 bundle
+# without its far-out rule)
+FORMAT = "social-triage-bundle/3"
+# a /1 bundle has pooled thresholds only, a /2 bundle no novelty
+READABLE_FORMATS = ("social-triage-bundle/1", "social-triage-bundle/2", FORMAT)
 MODEL_FILE = "model.onnx"
+NOVELTY_FILE = "novelty.npy"
+#: the graph output with the pooled sentence embedding
+EMBEDDING_OUTPUT = "embedding"
 TOKENIZER_FILE = "tokenizer.json"
 ROUTING_FILE = "routing.json"
 MANIFEST_FILE = "manifest.json"
@@ -128,6 +138,8 @@ class Manifest:
     data_fingerprints: dict[str, Any] = field(default_factory=dict)
     parity: dict[str, float] = field(default_factory=dict)  # the fp32 graph against PyTorch
     bundle_test: dict[str, float] = field(default_factory=dict)  # the bundle's own numbers
+    # {"k", "threshold", "quantile", "n_bank"}: far-out rule over NOVELTY_FILE; None = none
+    novelty: dict[str, Any] | None = None
     files: dict[str, dict[str, Any]] | None = None  # name: {"sha256", "bytes"}; set on writing
 
     def to_dict(self) -> dict[str, Any]:
@@ -189,7 +201,7 @@ class Manifest:
                     "sha256": sha256_file(folder / name),
                     "bytes": (folder / name).stat().st_size,
                 }
-                for name in HASHED_FILES
+                for name in HASHED_FILES + ((NOVELTY_FILE,) if self.novelty else ())
             },
         )
 

@@ -10,6 +10,8 @@ from prometheus_fastapi_instrumentator import Instrumentator
 from prometheus_fastapi_instrumentator.metrics import Info
 from starlette.routing import BaseRoute, Match
 
+from triage import novelty
+
 #: what the prediction log can fail at (each counted from 0, so that an alert has a series)
 LOG_OPERATIONS = ("append", "purge")
 
@@ -43,6 +45,17 @@ class Metrics:
             "triage_decisions",
             "Classified messages by top intent, decision and action",
             ["intent", "decision", "action"],
+            registry=r,
+        )
+        self.novelty = Histogram(
+            "triage_message_novelty",
+            "Each message's distance to the training data (triage.novelty)",
+            buckets=novelty.EDGES[1:],
+            registry=r,
+        )
+        self.far_out = Counter(
+            "triage_far_out_messages",
+            "Messages sent to review because they are far from the training data",
             registry=r,
         )
         self.log_errors = Counter(

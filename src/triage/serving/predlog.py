@@ -59,9 +59,13 @@ _FLOAT_FIELDS = (
     "intent_threshold",
     "sentiment_prob",
     "sentiment_threshold",
+    "novelty",
 )
 DECISIONS = ("auto", "review")
-SCHEMA_VERSION = 2  # 2: the rollout column
+SCHEMA_VERSION = 3  # 2: the rollout column, 3: novelty
+#: what each older schema version lacks, added as NULL columns when such a log is opened
+_UPGRADES = {1: "ALTER TABLE predictions ADD COLUMN rollout TEXT",
+             2: "ALTER TABLE predictions ADD COLUMN novelty REAL"}  # fmt: skip
 BUSY_TIMEOUT_MS = 30_000
 
 _SCHEMA = """
@@ -85,6 +89,7 @@ CREATE TABLE IF NOT EXISTS predictions (
     action TEXT,
     priority TEXT,
     reason TEXT,
+    novelty REAL,
     model_version TEXT,
     channel TEXT,
     rollout TEXT
@@ -265,9 +270,9 @@ class PredictionLog:
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("BEGIN IMMEDIATE")
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version == 1:  # a log written before the rollout column: add it (NULL)
-                conn.execute("ALTER TABLE predictions ADD COLUMN rollout TEXT")
-                version = SCHEMA_VERSION
+            while version in _UPGRADES:  # a log written before a column: add it (NULL)
+                conn.execute(_UPGRADES[version])
+                version += 1
             if version not in (0, SCHEMA_VERSION):
                 conn.execute("ROLLBACK")
                 raise PredictionLogError(

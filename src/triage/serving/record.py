@@ -27,6 +27,7 @@ class Prediction:
     action: str
     priority: str
     reason: str
+    novelty: float | None  # distance to the training data (triage.novelty); None: not measured
     lang: str
     model_version: str
 

@@ -7,7 +7,8 @@ Per message: clean the text as ``prepare`` did, prepend the input prefix, tokeni
 truncation to ``max_length``; sort the batch by length and pad each chunk to its own longest
 sequence (messages are short: never to max_length); one onnxruntime session for all calls;
 rescale a head's probabilities where the message's language kept its own temperature; apply the
-message's language's thresholds (the pooled ones for a language without its own) and the
+message's language's thresholds (the pooled ones for a language without its own), the far-out
+rule (:mod:`triage.novelty`: a message far from the training data goes to review) and the
 routing table. Imports numpy, onnxruntime, tokenizers and the pure-Python
 parts of the package only (a test runs it with torch and transformers blocked).
 """
@@ -18,6 +19,7 @@ import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +29,12 @@ from tokenizers import Tokenizer
 
 from triage.batching import padded_batches
 from triage.io import sha256_file
-from triage.routing import RoutingTable, decide_head, route
+from triage.novelty import NoveltySpec
+from triage.routing import HeadDecision, RoutingTable, decide_head, route
 from triage.serving.bundle import (
+    EMBEDDING_OUTPUT,
     MODEL_FILE,
+    NOVELTY_FILE,
     ROUTING_FILE,
     TOKENIZER_FILE,
     BundleError,
@@ -99,7 +104,7 @@ def apply_language_temperatures(
     rows of a language that kept its own temperature are :func:`rescale`-d, in place.
 
     Args:
-        probs: ``<head>: (n, n_labels)``, as :func:`graph_probs` returns them.
+        probs: ``<head>: (n, n_labels)``, as :func:`graph_outputs` returns them.
         langs: each row's language.
         temperatures: ``<head>: (global temperature, {language: its own temperature})``.
     """
@@ -112,32 +117,45 @@ def apply_language_temperatures(
     return probs
 
 
-def graph_probs(
+def graph_outputs(
     session: ort.InferenceSession,
     tokenizer: Tokenizer,
     texts: Sequence[str],
     prefix: str,
     pad_id: int,
     batch_size: int = 32,
-) -> dict[str, np.ndarray]:
-    """Run a bundle graph: ``<head>_probs`` per head, ``(len(texts), n_labels)``, in text order.
+) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """Run a bundle graph: ``<head>_probs`` per head, ``(len(texts), n_labels)``, and the
+    sentence embeddings ``(len(texts), hidden)`` where the graph has an ``embedding`` output
+    (else None), in text order.
 
     ``prefix + text`` is tokenised with ``tokenizer`` as it is set up (truncation included); the
     texts are sorted by token length and each chunk of ``batch_size`` is padded to its own
     longest sequence, never to the maximum length.
     """
     ids = [e.ids for e in tokenizer.encode_batch([prefix + t for t in texts])]
-    outputs = [o for o in session.get_outputs() if o.name.endswith("_probs")]
+    outputs = [
+        o for o in session.get_outputs() if o.name.endswith("_probs") or o.name == EMBEDDING_OUTPUT
+    ]
     names = [o.name for o in outputs]
-    out = {  # (batch, n_labels): the label axis is fixed in the graph
-        o.name.removesuffix("_probs"): np.zeros((len(texts), o.shape[1]), np.float32)
-        for o in outputs
-    }
+    # (batch, n): the last axis is fixed in the graph
+    out = {o.name: np.zeros((len(texts), o.shape[1]), np.float32) for o in outputs}
     for index, input_ids, mask in padded_batches(ids, pad_id, batch_size):
         results = session.run(names, {"input_ids": input_ids, "attention_mask": mask})
         for name, value in zip(names, results, strict=True):
-            out[name.removesuffix("_probs")][index] = value
-    return out
+            out[name][index] = value
+    embeddings = out.pop(EMBEDDING_OUTPUT, None)
+    return {name.removesuffix("_probs"): value for name, value in out.items()}, embeddings
+
+
+def far_out(decided: HeadDecision, score: float, threshold: float) -> HeadDecision:
+    """The intent decision of a message far from the training data: never automatic, whatever
+    its confidence (:mod:`triage.novelty`)."""
+    why = (
+        f"the message is far from the training data (novelty {score:.2f} ≥ {threshold:.2f}); "
+        f"{decided.why}"
+    )
+    return replace(decided, automatic=False, why=why)
 
 
 def session_options(threads: int | None = None) -> ort.SessionOptions:
@@ -172,6 +190,7 @@ class Runtime:
         session: ort.InferenceSession,
         tokenizer: Tokenizer,
         routing: RoutingTable,
+        novelty: NoveltySpec | None = None,
     ) -> None:
         self.folder = Path(folder)
         self.manifest = manifest
@@ -184,8 +203,11 @@ class Runtime:
         self.prefix: str = manifest.input_prefix
         self.pad_id = manifest.pad_token_id
         self.margin = manifest.margin
+        self.novelty = novelty
         outputs = {o.name for o in session.get_outputs()}
         missing = [f"{h}_probs" for h in self.heads if f"{h}_probs" not in outputs]
+        if novelty is not None and EMBEDDING_OUTPUT not in outputs:
+            missing.append(EMBEDDING_OUTPUT)
         inputs = {i.name for i in session.get_inputs()}
         if missing or not {"input_ids", "attention_mask"} <= inputs:
             raise BundleError(
@@ -251,7 +273,16 @@ class Runtime:
         routing = RoutingTable.from_dict(
             json.loads((folder / ROUTING_FILE).read_text(encoding="utf-8"))
         )
-        runtime = cls(folder, manifest, session, tokenizer, routing)
+        novelty = None
+        if manifest.novelty is not None:
+            if not (folder / NOVELTY_FILE).is_file():
+                raise BundleError(f"{folder / NOVELTY_FILE} is missing; re-run `triage export`")
+            novelty = NoveltySpec(
+                bank=np.load(folder / NOVELTY_FILE, allow_pickle=False),
+                k=int(manifest.novelty["k"]),
+                threshold=float(manifest.novelty["threshold"]),
+            )
+        runtime = cls(folder, manifest, session, tokenizer, routing, novelty)
         runtime.classify([WARM_UP], langs=[None])  # first-call costs (and lingua) now
         return runtime
 
@@ -274,16 +305,29 @@ class Runtime:
     def probabilities(
         self, texts: Sequence[str], langs: Sequence[str], batch_size: int = 32
     ) -> dict[str, np.ndarray]:
-        """Calibrated probabilities per head, ``(len(texts), n_labels)`` float32, in text order.
+        """Calibrated probabilities per head, ``(len(texts), n_labels)`` float32, in text order
+        (see :meth:`outputs`)."""
+        return self.outputs(texts, langs, batch_size)[0]
+
+    def outputs(
+        self, texts: Sequence[str], langs: Sequence[str], batch_size: int = 32
+    ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+        """Calibrated probabilities per head, ``(len(texts), n_labels)`` float32, and each
+        text's novelty (None for a bundle without it), in text order.
 
         Args:
             texts: cleaned texts (without the input prefix).
             langs: each text's language (for per-language temperatures).
             batch_size: messages per onnxruntime call.
         """
-        out = graph_probs(self.session, self.tokenizer, texts, self.prefix, self.pad_id, batch_size)
+        out, embeddings = graph_outputs(
+            self.session, self.tokenizer, texts, self.prefix, self.pad_id, batch_size
+        )
         temperatures = {h: (s.temperature, s.language_temperatures) for h, s in self.heads.items()}
-        return apply_language_temperatures(out, langs, temperatures)
+        probs = apply_language_temperatures(out, langs, temperatures)
+        if self.novelty is None or embeddings is None:
+            return probs, None
+        return probs, self.novelty.score(embeddings)
 
     def classify(
         self,
@@ -317,7 +361,7 @@ class Runtime:
                 langs[i] = lang
         if not cleaned:
             return []
-        probs = self.probabilities(cleaned, langs, batch_size)
+        probs, novelty = self.outputs(cleaned, langs, batch_size)
         intent = self.heads["intent"]
         sentiment = self.heads.get("sentiment")
         predictions = []
@@ -330,6 +374,9 @@ class Runtime:
                 intent.thresholds_for(langs[i]),
                 self.margin,
             )
+            score = None if novelty is None else float(novelty[i])
+            if score is not None and score >= self.novelty.threshold:
+                decided = far_out(decided, score, self.novelty.threshold)
             sentiment_probs = sent = None
             if sentiment is not None:
                 row = probs["sentiment"][i].tolist()
@@ -356,6 +403,7 @@ class Runtime:
                     action=str(routed.action),
                     priority=str(routed.priority),
                     reason=routed.reason,
+                    novelty=score,
                     lang=langs[i],
                     model_version=self.model_version,
                 )

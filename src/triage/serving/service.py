@@ -240,11 +240,15 @@ class Service:
         """Decide in one model call (the scheduler's unit of work), by ``runtime`` (default:
         the champion), counted in the metrics."""
         assert self.runtime is not None
+        runtime = runtime or self.runtime
         started = time.perf_counter()
-        predictions = self.score(messages, runtime or self.runtime)
+        predictions = self.score(messages, runtime)
         self.metrics.inference.observe(time.perf_counter() - started)
         for p in predictions:
             self.metrics.decisions.labels(p.intent, p.decision, p.action).inc()
+            if p.novelty is not None and runtime.novelty is not None:
+                self.metrics.novelty.observe(p.novelty)
+                self.metrics.far_out.inc(p.novelty >= runtime.novelty.threshold)
         return predictions
 
 

@@ -76,11 +76,25 @@ class SqlPredictionLog:
         for attempt in range(3):  # replicas starting together may race to create the table
             try:
                 self.table.metadata.create_all(self.engine, checkfirst=True)
+                self._add_missing_columns()
                 break
             except Exception:
                 if attempt == 2:
                     raise
                 time.sleep(0.2)
+
+    def _add_missing_columns(self) -> None:
+        """A table written by an older version lacks newer columns (``rollout``, ``novelty``):
+        add them, NULL for the rows already there."""
+        from sqlalchemy import inspect, text
+
+        have = {c["name"] for c in inspect(self.engine).get_columns("predictions")}
+        missing = [c for c in self.table.columns if c.name not in have]
+        if missing:
+            with self.engine.begin() as conn:
+                for column in missing:
+                    kind = column.type.compile(dialect=self.engine.dialect)
+                    conn.execute(text(f"ALTER TABLE predictions ADD COLUMN {column.name} {kind}"))
 
     def append(self, records: Iterable[Mapping[str, Any]]) -> None:
         """Append ``records`` in one transaction: all of them are stored or none."""

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from triage import novelty
 from triage.audit import stats as st
 from triage.schema import HEADS
 
@@ -67,4 +68,26 @@ def drift(
             "mean_reference": float(ref_conf.mean()),
             "mean_period": float(cur_conf.mean()) if len(cur_conf) else math.nan,
         }
+    if reference is not None and "novelty" in reference:
+        out["novelty"] = novelty_drift(period, reference)
     return out
+
+
+def novelty_drift(period: list[dict[str, Any]], reference: pd.DataFrame) -> dict[str, Any]:
+    """The period's distance to the training data (:mod:`triage.novelty`) against the test
+    split's, and the share of messages far out (sent to review for it) in each."""
+    edges = np.asarray(novelty.EDGES)
+    threshold = float(reference["novelty_threshold"].iloc[0])
+    ref = reference["novelty"].to_numpy(dtype=float)
+    cur = np.array([r["novelty"] for r in period if r.get("novelty") is not None], dtype=float)
+    ref_h, cur_h = st.histogram_shares(ref, edges), st.histogram_shares(cur, edges)
+    return {
+        "edges": edges.tolist(),
+        "reference": ref_h.tolist(),
+        "period": cur_h.tolist(),
+        "psi": st.psi(ref_h, cur_h),
+        "threshold": threshold,
+        "n_period": len(cur),
+        "far_share_reference": float((ref >= threshold).mean()),
+        "far_share_period": float((cur >= threshold).mean()) if len(cur) else math.nan,
+    }

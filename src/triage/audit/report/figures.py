@@ -50,9 +50,9 @@ def write_plots(metrics: dict[str, Any], out: Path) -> list[str]:
                 for k in ("train", "predicted", "estimated_true", "period")
                 if value.get(k)
             }
-        elif key == "confidence":
+        elif key in ("confidence", "novelty"):
             edges = value["edges"]
-            cats = [f"{edges[i]:.1f}" for i in range(len(edges) - 1)]
+            cats = [f"{edges[i]:.2g}" for i in range(len(edges) - 1)]
             series = {"test (reference)": value["reference"], "period": value["period"]}
         else:
             continue

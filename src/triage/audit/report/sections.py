@@ -153,12 +153,19 @@ def sections(metrics: dict[str, Any], batch: dict[str, Any]) -> list[Section]:
             drift_rows.append(["confidence: Kolmogorov-Smirnov statistic", value["ks"]])
             drift_rows.append(["confidence: mean, test split", value["mean_reference"]])
             drift_rows.append(["confidence: mean, period", value["mean_period"]])
+        if key == "novelty":
+            drift_rows.append(
+                ["far out (sent to review), test split", value["far_share_reference"]]
+            )
+            drift_rows.append(["far out (sent to review), period", value["far_share_period"]])
     drift_section = Section(
         "Drift against the training data",
         [
             "Population stability index (PSI; < 0.1 stable, 0.1 to 0.25 moderate, > 0.25 "
             "large) of the period's mix against the training split (labels, languages) and "
-            "against the test predictions of `triage evaluate` (confidence)."
+            "against the test predictions of `triage evaluate` (confidence; novelty, the "
+            "distance of each message to the training data: a message at or above the "
+            "bundle's threshold is far out and goes to review whatever its confidence)."
         ],
         tables=[(["comparison", "value"], drift_rows)],
     )

@@ -107,6 +107,7 @@ items = Table(
     Column("action", String(50)),
     Column("priority", String(20)),
     Column("reason", Text),
+    Column("novelty", Float),  # 0002: distance to the training data (NULL: not measured)
     Column("stratum", String(100), nullable=False),
     Column("in_control", Boolean, nullable=False),
     Column("inclusion_prob", Float),  # NULL: not a probability sample (label-issue batches)

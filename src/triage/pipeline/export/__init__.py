@@ -43,9 +43,10 @@ from triage.data.splits import label_ids, load_split
 from triage.errors import ConfigError, GateError
 from triage.io import write_json
 from triage.modeling.calibration import calibrated_probs, load_calibration, row_thresholds
-from triage.modeling.model import load_checkpoint, predict_logits, read_meta
+from triage.modeling.model import load_checkpoint, predict_outputs, read_meta
+from triage.novelty import NoveltySpec
 from triage.pipeline.export.gates import bundle_metrics, fmt, gate, parity, parity_failures
-from triage.pipeline.export.graph import export_graph, onnx_probs, quantize, session
+from triage.pipeline.export.graph import export_graph, onnx_outputs, quantize, session
 from triage.pipeline.export.manifest import build_manifest, language_temperatures, write_bundle
 from triage.pipeline.export.vocab import bundle_tokenizer, trim_vocabulary, trimmed_model
 from triage.routing import RoutingTable
@@ -99,20 +100,30 @@ def run(cfg: Config) -> Path:
     # per message: its language's thresholds, as the runtime applies them
     thresholds = {h: row_thresholds(heads_cal[h], names, langs) for h, names in labels.items()}
 
-    def served(path: Path, tok_json: dict) -> dict[str, np.ndarray]:
-        """A graph's probabilities as the runtime serves them (per-language temperatures)."""
-        probs = onnx_probs(
+    def served(path: Path, tok_json: dict) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """A graph's probabilities as the runtime serves them (per-language temperatures), and
+        its embeddings."""
+        probs, embeddings = onnx_outputs(
             session(path), bundle_tokenizer(tok_json), texts, prefix, max_length, pad_id
         )
-        return apply_language_temperatures(probs, langs, served_temperatures)
+        return apply_language_temperatures(probs, langs, served_temperatures), embeddings
 
     # every comparison below is on calibrated probabilities as `evaluate` scores and the
     # runtime serves them: thresholds were chosen on those
     log.info("PyTorch reference on %d %s messages", len(texts), ecfg.split)
-    reference = {
-        h: calibrated_probs(v, langs, heads_cal[h])
-        for h, v in predict_logits(model, hf_tokenizer, texts, prefix, max_length).items()
-    }
+    reference_logits, reference_embeddings = predict_outputs(
+        model, hf_tokenizer, texts, prefix, max_length
+    )
+    reference = {h: calibrated_probs(v, langs, heads_cal[h]) for h, v in reference_logits.items()}
+    spec = (
+        None
+        if calibration.get("novelty") is None
+        else NoveltySpec.load(calibration["novelty"], Path(ecfg.calibration).parent)
+    )
+    if spec is not None:  # a far-out message is never automatic, as `evaluate` counts it
+        far = spec.far(spec.score(reference_embeddings))
+        for table in thresholds.values():
+            table[far] = np.inf
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="triage-export-", dir=out_dir.parent))
@@ -121,7 +132,7 @@ def run(cfg: Config) -> Path:
         fp32 = work / "fp32.onnx"
         log.info("exporting the fp32 graph (opset %d)", ecfg.opset)
         export_graph(model, temperatures, pad_id, fp32, ecfg.opset)
-        exported = served(fp32, tokenizer_json)
+        exported, exported_embeddings = served(fp32, tokenizer_json)
         report["parity"] = parity(reference, exported, thresholds, margin)
         broken = parity_failures(report["parity"], ecfg.parity_atol)
         if broken:
@@ -133,6 +144,7 @@ def run(cfg: Config) -> Path:
 
         chosen = {"path": fp32, "quantization": "none", "vocab_trimmed": False}
         chosen["tokenizer"], chosen["probs"] = tokenizer_json, exported
+        chosen["embeddings"] = exported_embeddings
         candidates = []
         if ecfg.trim_vocab:
             corpus = [
@@ -160,7 +172,7 @@ def run(cfg: Config) -> Path:
                     ("trimmed_int8", work / "trimmed_int8.onnx", trimmed_json, "int8", True)
                 )
         for name, path, tok_json, quant, trim in candidates:
-            probs = served(path, tok_json)
+            probs, embeddings = served(path, tok_json)
             numbers, reasons = gate(exported, probs, targets, labels, ecfg.gate, ecfg.n_bins)
             size = path.stat().st_size
             report["candidates"][name] = {
@@ -174,13 +186,19 @@ def run(cfg: Config) -> Path:
             if not reasons and size < chosen["path"].stat().st_size:
                 chosen = {"path": path, "quantization": quant, "vocab_trimmed": trim}
                 chosen["tokenizer"], chosen["probs"] = tok_json, probs
+                chosen["embeddings"] = embeddings
         report["chosen"] = {k: chosen[k] for k in ("quantization", "vocab_trimmed")}
         report["bundle_test"] = bundle_metrics(
             chosen["probs"], targets, langs, labels, thresholds, margin, ecfg.n_bins
         )
+        if spec is not None:
+            report["novelty"] = novelty_report(
+                spec, calibration["novelty"], reference_embeddings, chosen["embeddings"]
+            )
+            log.info("novelty: %s", fmt(report["novelty"]))
         report["real_text"] = real_text_metrics(Path(cfg.evaluate.out_dir) / "metrics.json")
         manifest = build_manifest(cfg, meta, checkpoint, calibration, chosen, report, pad_id)
-        manifest = write_bundle(out_dir, chosen, manifest, routing, report)
+        manifest = write_bundle(out_dir, chosen, manifest, routing, report, spec)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -228,3 +246,20 @@ def _numbers(report: dict) -> dict[str, float]:
             }
         )
     return out
+
+
+def novelty_report(
+    spec: NoveltySpec, entry: dict, reference: np.ndarray, bundled: np.ndarray
+) -> dict[str, float]:
+    """The far-out rule on the gate's messages: the share far out by PyTorch's embeddings and
+    by the bundle's, and how often the two agree (a lower-precision graph moves embeddings)."""
+    far_reference, far_bundle = spec.far(spec.score(reference)), spec.far(spec.score(bundled))
+    return {
+        "k": float(spec.k),
+        "threshold": spec.threshold,
+        "quantile": float(entry["quantile"]),
+        "n_bank": float(len(spec.bank)),
+        "far_share_pytorch": float(far_reference.mean()),
+        "far_share_bundle": float(far_bundle.mean()),
+        "far_agreement": float((far_reference == far_bundle).mean()),
+    }

@@ -14,11 +14,13 @@ import torch
 from tokenizers import Tokenizer
 
 from triage.modeling.model import TriageModel
-from triage.serving.runtime import graph_probs
+from triage.serving.bundle import EMBEDDING_OUTPUT
+from triage.serving.runtime import graph_outputs
 
 
 class ProbabilityGraph(torch.nn.Module):
-    """What the ONNX file computes: calibrated probabilities per head, in label order."""
+    """What the ONNX file computes: calibrated probabilities per head, in label order, and the
+    pooled sentence embedding (``embedding``, for :mod:`triage.novelty`)."""
 
     def __init__(self, model: TriageModel, temperatures: dict[str, float]):
         super().__init__()
@@ -30,11 +32,12 @@ class ProbabilityGraph(torch.nn.Module):
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> tuple[torch.Tensor, ...]:
-        logits = self.model(input_ids, attention_mask)
-        return tuple(
+        logits, pooled = self.model.outputs(input_ids, attention_mask)
+        probs = tuple(
             torch.softmax(logits[h].float() / getattr(self, f"temperature_{h}"), dim=-1)
             for h in self.heads
         )
+        return (*probs, pooled.float())
 
 
 def export_graph(
@@ -52,7 +55,7 @@ def export_graph(
         (ids, mask),
         str(path),
         input_names=["input_ids", "attention_mask"],
-        output_names=[f"{head}_probs" for head in graph.heads],
+        output_names=[f"{head}_probs" for head in graph.heads] + [EMBEDDING_OUTPUT],
         dynamic_shapes={
             "input_ids": {0: batch, 1: sequence},
             "attention_mask": {0: batch, 1: sequence},
@@ -63,7 +66,7 @@ def export_graph(
     )
 
 
-def onnx_probs(
+def onnx_outputs(
     session: ort.InferenceSession,
     tokenizer: Tokenizer,
     texts: Sequence[str],
@@ -71,11 +74,12 @@ def onnx_probs(
     max_length: int,
     pad_id: int,
     batch_size: int = 64,
-) -> dict[str, np.ndarray]:
-    """The graph's probabilities per head for ``texts`` (in order), run as the runtime runs it."""
+) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """The graph's probabilities per head and embeddings for ``texts`` (in order), run as the
+    runtime runs it."""
     tokenizer = copy.deepcopy(tokenizer)
     tokenizer.enable_truncation(max_length)
-    return graph_probs(session, tokenizer, texts, prefix, pad_id, batch_size)
+    return graph_outputs(session, tokenizer, texts, prefix, pad_id, batch_size)
 
 
 def session(path: Path) -> ort.InferenceSession:

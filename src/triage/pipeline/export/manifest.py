@@ -13,12 +13,14 @@ import onnx
 
 from triage.config import Config
 from triage.io import atomic_folder, sha256_file
+from triage.novelty import NoveltySpec, save_bank
 from triage.pipeline.export.card import model_card
 from triage.schema import SPLITS
 from triage.serving.bundle import (
     CARD_FILE,
     FORMAT,
     MODEL_FILE,
+    NOVELTY_FILE,
     ROUTING_FILE,
     TOKENIZER_FILE,
     HeadSpec,
@@ -92,11 +94,19 @@ def build_manifest(
         },
         parity=report["parity"],
         bundle_test=report["bundle_test"],
+        novelty=None
+        if "novelty" not in report
+        else {k: report["novelty"][k] for k in ("k", "threshold", "quantile", "n_bank")},
     )
 
 
 def write_bundle(
-    out_dir: Path, chosen: dict, manifest: Manifest, routing: dict, report: dict
+    out_dir: Path,
+    chosen: dict,
+    manifest: Manifest,
+    routing: dict,
+    report: dict,
+    novelty: NoveltySpec | None,
 ) -> Manifest:
     """Write the bundle folder atomically: a reader sees the old bundle or the new one.
 
@@ -118,6 +128,8 @@ def write_bundle(
             encoding="utf-8",
         )
         (tmp / CARD_FILE).write_text(model_card(manifest, report), encoding="utf-8")
+        if novelty is not None:
+            save_bank(tmp / NOVELTY_FILE, novelty.bank)
         manifest = manifest.with_files(tmp)
         write_manifest(tmp, manifest)
     return manifest
