@@ -102,6 +102,7 @@ class TrainConfig:
     freeze_embeddings: bool = MISSING
     freeze_layers: int = MISSING
     label_smoothing: float = MISSING
+    augment: float = MISSING
     class_weights: bool = MISSING
     head_weights: dict[str, float] = MISSING
     monitor: str = MISSING

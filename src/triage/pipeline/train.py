@@ -30,6 +30,7 @@ from triage.config import Config, to_container, to_yaml
 from triage.data.splits import label_ids, load_labels, load_split
 from triage.encoder.resolve import resolve_encoder
 from triage.errors import ConfigError
+from triage.modeling.augment import style_variant
 from triage.modeling.metrics import score
 from triage.modeling.model import (
     build_model,
@@ -167,13 +168,28 @@ def run(cfg: Config, on_epoch: Callable[[int, dict[str, float]], None] | None = 
     freeze(model, tcfg.freeze_embeddings, tcfg.freeze_layers)
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
-    ids = encode(tokenizer, train_df["text"].tolist(), mcfg.input_prefix, mcfg.max_length)
+    texts = train_df["text"].tolist()
+    ids = encode(tokenizer, texts, mcfg.input_prefix, mcfg.max_length)
     targets = label_ids(train_df, labels)
     val_targets = label_ids(val_df, labels)
     sampler = LengthBucketSampler([len(s) for s in ids], tcfg.batch_size, tcfg.seed)
+    # style variants (train.augment): one per message, drawn anew for a share of each batch
+    rng = np.random.default_rng(tcfg.seed)
+    variants = (
+        encode(
+            tokenizer,
+            [style_variant(t, rng) for t in texts],
+            mcfg.input_prefix,
+            mcfg.max_length,
+        )
+        if tcfg.augment > 0
+        else ids
+    )
 
     def collate(batch_index: list[int]) -> dict[str, torch.Tensor]:
-        batch = pad_batch([ids[i] for i in batch_index], tokenizer.pad_token_id)
+        swap = rng.random(len(batch_index)) < tcfg.augment
+        sequences = [variants[i] if v else ids[i] for i, v in zip(batch_index, swap, strict=True)]
+        batch = pad_batch(sequences, tokenizer.pad_token_id)
         batch.update({h: torch.from_numpy(t[batch_index]) for h, t in targets.items()})
         return batch
 
