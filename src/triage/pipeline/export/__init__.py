@@ -6,7 +6,8 @@ Reads:  ``{export.checkpoint}`` (the trained transformer), ``{export.calibration
 Writes ``{export.out_dir}`` (``models/onnx``), everything a service needs and nothing else
         (the contract: :mod:`triage.serving.bundle`):
         ``model.onnx``       input_ids, attention_mask -> ``<head>_probs``: encoder, mean pooling,
-                             heads, the global temperature per head and softmax, all in the graph;
+                             heads, the global temperature per head and softmax, all in the graph,
+                             and ``embedding``, the pooled sentence embedding;
                              the manifest (without file hashes) in its metadata
         ``tokenizer.json``   the tokenizer, without truncation or padding (the runtime sets them)
         ``routing.json``     the routing table
@@ -14,6 +15,8 @@ Writes ``{export.out_dir}`` (``models/onnx``), everything a service needs and no
                              max length, input prefix, encoder, run id, data fingerprints,
                              version, parity and bundle test numbers, file hashes
         ``model_card.md``    the same for people, with the bundle's own test numbers
+        ``novelty.npy``      the training messages' embeddings for the far-out rule (with a
+                             calibration that has one; k and threshold in the manifest)
        and ``{export.report}`` (``models/export.json``): every gate's numbers, also logged into the
        checkpoint's MLflow run.
 
@@ -237,6 +240,7 @@ def _numbers(report: dict) -> dict[str, float]:
     """The report's numbers flattened for MLflow."""
     out = {f"parity/{k}": v for k, v in report["parity"].items()}
     out.update({f"bundle_test/{k}": v for k, v in report["bundle_test"].items()})
+    out.update({f"novelty/{k}": v for k, v in report.get("novelty", {}).items()})
     for name, result in report["candidates"].items():
         out.update(
             {

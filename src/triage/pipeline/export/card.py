@@ -79,6 +79,31 @@ def model_card(manifest: Manifest, report: dict) -> str:
                 f"{real[f'{key}/share_at_0.9']:.2f}, {real[f'{key}/accuracy_at_0.9']:.3f} | "
                 f"{real[f'{key}/share_at_0.7']:.2f}, {real[f'{key}/accuracy_at_0.7']:.3f} |"
             )
+        near = [k for k in real if k.endswith("/accuracy_at_0.9_near")]
+        if near:
+            lines += [
+                "",
+                "With the far-out rule (below), the answers at ≥ 0.9 still given and how many were "
+                "right: "
+                + "; ".join(
+                    f"{k.split('/')[1]} {k.split('/')[2]}: "
+                    f"{real[k.replace('accuracy', 'share')]:.2f}, {real[k]:.3f}"
+                    for k in sorted(near)
+                )
+                + ".",
+            ]
+    novelty = report.get("novelty")
+    if novelty:
+        lines += [
+            "",
+            "## Far from the training data",
+            "",
+            f"A message whose novelty (cosine distance to its {novelty['k']:.0f}th nearest of "
+            f"{novelty['n_bank']:.0f} training messages) reaches {novelty['threshold']:.3f} "
+            f"(the {novelty['quantile']:.2f} quantile of the calib split) goes to review "
+            f"whatever its confidence: {novelty['far_share_bundle']:.1%} of the "
+            f"{report['split']} split here.",
+        ]
     lines += [
         "",
         "## Export gates",

@@ -1,0 +1,71 @@
+"""The real-text sentiment table (issue 16), re-computed from MLflow: one row per training run,
+the authored test per language beside each real-text set of `evaluate.extra`.
+
+    .venv/bin/python benchmarks/sentiment_table.py                 # every sentiment-* run
+    .venv/bin/python benchmarks/sentiment_table.py sentiment-xed_s13 default=<run id>
+
+Runs are named by `benchmarks/sentiment.sh` (``sentiment-<name>``); ``label=<run id>`` adds any
+other run (e.g. the default model's, ``models/checkpoint/run_id``) evaluated with the same sets.
+A run's latest value of each metric is the one shown (MLflow writes `test@authored` as
+`test_authored`).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import mlflow
+from loopback import ROOT
+
+SETS = {"absa_nl": "ABSA nl", "tweeteval_sentiment_val": "tweets en"}
+COLUMNS = [
+    ("authored sentiment nl", "test_authored/sentiment/nl/macro_f1"),
+    ("authored sentiment en", "test_authored/sentiment/en/macro_f1"),
+    ("authored intent nl", "test_authored/intent/nl/macro_f1"),
+    ("authored intent en", "test_authored/intent/en/macro_f1"),
+    ("round 3 intent", "test_authored_round3/intent/macro_f1"),
+    ("intent coverage", "test/intent/coverage"),
+]
+for name, short in SETS.items():
+    key = f"extra/{name}/sentiment"
+    COLUMNS += [
+        (f"{short} macro-F1", f"{key}/macro_f1"),
+        (f"{short} ECE", f"{key}/ece"),
+        (f"{short} right at ≥ 0.9 (share)", (f"{key}/accuracy_at_0.9", f"{key}/share_at_0.9")),
+        (
+            f"{short} right at ≥ 0.9, far out to review (share)",
+            (f"{key}/accuracy_at_0.9_near", f"{key}/share_at_0.9_near"),
+        ),
+        (f"{short} far out", f"extra/{name}/novelty/far_share"),
+    ]
+
+
+def cell(metrics: dict[str, float], key: str | tuple[str, str]) -> str:
+    if isinstance(key, tuple):
+        value, share = (metrics.get(k) for k in key)
+        return "–" if value is None else f"{value:.3f} ({share:.2f})"
+    value = metrics.get(key)
+    return "–" if value is None else f"{value:.3f}"
+
+
+def main(argv: list[str]) -> None:
+    mlflow.set_tracking_uri(f"sqlite:///{ROOT / 'mlflow.db'}")
+    client = mlflow.MlflowClient()
+    named = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in argv if "=" in a}
+    wanted = [a for a in argv if "=" not in a]
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()],
+        "tags.mlflow.runName LIKE 'sentiment-%'",
+        order_by=["attributes.start_time ASC"],
+    )
+    chosen = {r.info.run_name: r for r in runs if not wanted or r.info.run_name in wanted}
+    chosen.update({label: client.get_run(run_id) for label, run_id in named.items()})
+    print("| run | " + " | ".join(c for c, _ in COLUMNS) + " |")
+    print("|---|" + "---|" * len(COLUMNS))
+    for label, run in chosen.items():
+        metrics = run.data.metrics
+        print(f"| {label} | " + " | ".join(cell(metrics, k) for _, k in COLUMNS) + " |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
