@@ -78,8 +78,8 @@ class NoveltySpec:
     def score(self, embeddings: np.ndarray) -> np.ndarray:
         return novelty(embeddings, self.bank, self.k)
 
-    def far(self, scores: np.ndarray) -> np.ndarray:
-        """Which scores are at or above the threshold (sent to review)."""
+    def far(self, scores: np.ndarray | float) -> np.ndarray:
+        """Which scores are at or above the threshold (sent to review); a bool for one score."""
         return np.asarray(scores) >= self.threshold
 
     @classmethod

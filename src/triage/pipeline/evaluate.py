@@ -15,9 +15,13 @@ Writes into ``{evaluate.out_dir}``:
         per head and language pair (``{split}/{head}/paired/{a}-{b}/...``: bootstrap interval,
         McNemar's test) and ``paired_{head}_{a}-{b}.csv`` (per class, worst first, examples);
         for every set of ``evaluate.extra`` (real text never trained on), its metrics
-        (``extra/<set>/<head>/...``, :mod:`triage.modeling.realtext`).
+        (``extra/<set>/<head>/...``, :mod:`triage.modeling.realtext`); with a novelty rule in
+        the calibration (:mod:`triage.novelty`), far-out messages count as sent to review in
+        every coverage and automation number, and ``{split}/novelty/...`` says how many there
+        were and ``{split}/<head>/coverage_without_novelty`` what the rule cost.
         ``predictions.parquet``: per message the labels, predictions, calibrated probabilities,
-        the threshold that applied (its language's) and the decision per head. ``plots/``:
+        the threshold that applied (its language's), the decision per head and the novelty
+        with its threshold. ``plots/``:
         reliability diagrams, confusion matrices, risk-coverage curves and per-language bars
         as PNG, and their data as CSV for ``dvc plots``. Everything also goes into the
         checkpoint's MLflow run.

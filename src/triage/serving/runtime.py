@@ -375,7 +375,7 @@ class Runtime:
                 self.margin,
             )
             score = None if novelty is None else float(novelty[i])
-            if score is not None and score >= self.novelty.threshold:
+            if score is not None and self.novelty.far(score):
                 decided = far_out(decided, score, self.novelty.threshold)
             sentiment_probs = sent = None
             if sentiment is not None:

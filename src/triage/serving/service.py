@@ -248,7 +248,7 @@ class Service:
             self.metrics.decisions.labels(p.intent, p.decision, p.action).inc()
             if p.novelty is not None and runtime.novelty is not None:
                 self.metrics.novelty.observe(p.novelty)
-                self.metrics.far_out.inc(p.novelty >= runtime.novelty.threshold)
+                self.metrics.far_out.inc(int(runtime.novelty.far(p.novelty)))
         return predictions
 
 
