@@ -78,6 +78,22 @@ def test_one_language_trains_and_the_cap_draws_per_intent(massive):
         list(read_massive(massive, {"languages": ["de"]}))
 
 
+def test_train_utterances_as_neutral_sentiment_rows(massive, root):
+    options = {"partitions": ["train"], "sentiment": "neutral", "train_per_intent": {"nl": 1}}
+    rows = list(read_massive(massive, options))
+    assert {r.split for r in rows} == {"train"} and {r.sentiment for r in rows} == {"neutral"}
+    assert {r.intent for r in rows} == {None}
+    assert sum(r.lang == "nl" for r in rows) == 2  # one per intent
+    with pytest.raises(DataError, match=r"options\.partitions"):
+        list(read_massive(massive, {"partitions": ["validation"]}))
+    # beside the authored set: sentiment-only training rows, nothing in the other splits
+    cfg = load_config(["data=authored_massive", f"paths.public_data={massive.parent}"], root=root)
+    frame, _, _ = build_dataset(to_container(cfg.data), root, massive.parent)
+    added = frame[frame["source"] == "massive"]
+    assert len(added) and set(added["split"]) == {"train"}
+    assert set(added["sentiment"]) == {"neutral"} and added["intent"].isna().all()
+
+
 @pytest.mark.parametrize("data", ["massive", "massive_en"])
 def test_data_configs_keep_test_whole_and_split_dev_into_val_and_calib(massive, root, data):
     cfg = load_config([f"data={data}", f"paths.public_data={massive.parent}"], root=root)

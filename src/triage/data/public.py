@@ -195,11 +195,20 @@ def read_massive(path: Path, options: dict[str, Any]) -> Iterator[RawRow]:
     ``options.languages``: the languages whose test partition is read (default nl and en);
     ``options.train_languages``: those whose train and dev partitions are read too (default:
     all of ``languages``; one of them for cross-lingual transfer); ``options.train_per_intent``:
-    language -> at most this many train utterances per intent (seeded; the data-size curve).
+    language -> at most this many train utterances per intent (seeded; the data-size curve);
+    ``options.partitions``: which MASSIVE partitions to read (default all three);
+    ``options.sentiment``: a sentiment label given to every utterance, whose intent is then left
+    out (virtual-assistant requests as plain, neutral statements beside another taxonomy).
     """
     languages = list(options.get("languages", list(MASSIVE_LOCALES)))
+    partitions = set(options.get("partitions", list(MASSIVE_SPLITS)))
+    sentiment = options.get("sentiment")
     train_languages = set(options.get("train_languages", languages))
     caps = {k: v for k, v in (options.get("train_per_intent") or {}).items() if v is not None}
+    if not partitions <= set(MASSIVE_SPLITS):
+        raise DataError(
+            f"massive: options.partitions {sorted(partitions)}; choose among {list(MASSIVE_SPLITS)}"
+        )
     unknown = sorted({*languages, *train_languages, *caps} - set(MASSIVE_LOCALES))
     if unknown:
         raise DataError(
@@ -217,10 +226,12 @@ def read_massive(path: Path, options: dict[str, Any]) -> Iterator[RawRow]:
             frame = frame[frame["partition"] == "test"]
         elif lang in caps:
             frame = _cap_train(frame, int(caps[lang]), seed=hash_seed(f"massive-{lang}"))
+        frame = frame[frame["partition"].isin(partitions)]
         for row in frame.itertuples(index=False):
             yield RawRow(
                 text=row.utt,
-                intent=row.intent,
+                intent=None if sentiment else row.intent,
+                sentiment=sentiment,
                 lang=lang,
                 where=f"{file}:line {row.line}",
                 id=f"massive-{lang}-{row.id}",
