@@ -83,7 +83,8 @@ def test_bundle_files_manifest_and_metadata(bundle, pipeline):
     assert Manifest.from_dict(manifest).to_dict() == manifest
     assert Manifest.from_dict(inside).to_dict() == inside
     assert [i.name for i in model.graph.input] == ["input_ids", "attention_mask"]
-    assert [o.name for o in model.graph.output] == ["intent_probs", "sentiment_probs", "embedding"]
+    outputs = [o.name for o in model.graph.output]
+    assert outputs == ["intent_probs", "sentiment_probs", "sentence_embedding"]
     # the far-out rule: calibrate's threshold and bank, and its numbers on the gate's messages
     report = json.loads((tmp / "export.json").read_text())
     assert manifest["novelty"]["threshold"] == calibration["novelty"]["threshold"]

@@ -31,6 +31,8 @@ PREDICTION_DESCRIPTIONS = {
     "moderation_review, review or none",
     "priority": "low, normal, high or urgent",
     "reason": "Why, in one sentence",
+    "novelty": "Distance to the training data (0 to 2); at or above the model's threshold the "
+    "message is far out and goes to review. null: the model has no novelty rule",
     "lang": "The language given or detected; und: undetermined",
 }
 

@@ -5,8 +5,8 @@ A bundle folder (``models/onnx/`` by default) holds:
 
     model.onnx      inputs input_ids, attention_mask (int64); outputs <head>_probs: calibrated
                     probabilities (global temperature and softmax inside the graph) and
-                    ``embedding``, the pooled sentence embedding; the manifest JSON (without
-                    file hashes) in its metadata
+                    ``sentence_embedding``, the pooled sentence embedding; the manifest JSON
+                    (without file hashes) in its metadata
     novelty.npy     the training messages' embeddings (float16, unit length) that novelty is
                     measured against (:mod:`triage.novelty`; k and threshold in the manifest);
                     absent from a bundle exported without novelty
@@ -36,7 +36,7 @@ READABLE_FORMATS = ("social-triage-bundle/1", "social-triage-bundle/2", FORMAT)
 MODEL_FILE = "model.onnx"
 NOVELTY_FILE = "novelty.npy"
 #: the graph output with the pooled sentence embedding
-EMBEDDING_OUTPUT = "embedding"
+EMBEDDING_OUTPUT = "sentence_embedding"  # not "embedding": the encoder has a node of that name
 TOKENIZER_FILE = "tokenizer.json"
 ROUTING_FILE = "routing.json"
 MANIFEST_FILE = "manifest.json"

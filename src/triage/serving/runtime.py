@@ -126,8 +126,8 @@ def graph_outputs(
     batch_size: int = 32,
 ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """Run a bundle graph: ``<head>_probs`` per head, ``(len(texts), n_labels)``, and the
-    sentence embeddings ``(len(texts), hidden)`` where the graph has an ``embedding`` output
-    (else None), in text order.
+    sentence embeddings ``(len(texts), hidden)`` where the graph has a ``sentence_embedding``
+    output (else None), in text order.
 
     ``prefix + text`` is tokenised with ``tokenizer`` as it is set up (truncation included); the
     texts are sorted by token length and each chunk of ``batch_size`` is padded to its own

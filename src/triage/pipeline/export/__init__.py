@@ -7,7 +7,7 @@ Writes ``{export.out_dir}`` (``models/onnx``), everything a service needs and no
         (the contract: :mod:`triage.serving.bundle`):
         ``model.onnx``       input_ids, attention_mask -> ``<head>_probs``: encoder, mean pooling,
                              heads, the global temperature per head and softmax, all in the graph,
-                             and ``embedding``, the pooled sentence embedding;
+                             and ``sentence_embedding``, the pooled sentence embedding;
                              the manifest (without file hashes) in its metadata
         ``tokenizer.json``   the tokenizer, without truncation or padding (the runtime sets them)
         ``routing.json``     the routing table

@@ -20,7 +20,7 @@ from triage.serving.runtime import graph_outputs
 
 class ProbabilityGraph(torch.nn.Module):
     """What the ONNX file computes: calibrated probabilities per head, in label order, and the
-    pooled sentence embedding (``embedding``, for :mod:`triage.novelty`)."""
+    pooled sentence embedding (``sentence_embedding``, for :mod:`triage.novelty`)."""
 
     def __init__(self, model: TriageModel, temperatures: dict[str, float]):
         super().__init__()
