@@ -12,6 +12,7 @@ from triage.io import sha256_file
 from triage.serving.bundle import (
     FORMAT,
     HASHED_FILES,
+    NOVELTY_FILE,
     BundleError,
     HeadSpec,
     Manifest,
@@ -21,7 +22,7 @@ from triage.serving.bundle import (
 
 
 def raw_manifest(**changes) -> dict:
-    """A /2 manifest as the export writes it (without files), with ``changes``."""
+    """A /3 manifest as the export writes it (without files), with ``changes``."""
     raw = {
         "format": FORMAT,
         "package_version": "1.2.3",
@@ -50,6 +51,7 @@ def raw_manifest(**changes) -> dict:
         "data_fingerprints": {"test": "0123"},
         "parity": {"intent/max_abs_diff": 1e-6},
         "bundle_test": {"intent/macro_f1": 0.8},
+        "novelty": {"k": 10.0, "threshold": 0.26, "quantile": 0.95, "n_bank": 3.0},
     }
     raw.update(changes)
     return raw
@@ -58,9 +60,15 @@ def raw_manifest(**changes) -> dict:
 def test_round_trip_through_the_file(tmp_path):
     manifest = Manifest.from_dict(raw_manifest())
     assert manifest.to_dict() == raw_manifest()  # no files until they are set
-    for name in HASHED_FILES:
+    for name in (*HASHED_FILES, NOVELTY_FILE):
         (tmp_path / name).write_text(name)
     with_files = manifest.with_files(tmp_path)
+    assert set(with_files.files) == {*HASHED_FILES, NOVELTY_FILE}  # the bank is checked too
+    # a /2 manifest (no novelty) reads and writes back without the key
+    older = raw_manifest(format="social-triage-bundle/2")
+    del older["novelty"]
+    assert Manifest.from_dict(older).to_dict() == older
+    assert set(Manifest.from_dict(older).with_files(tmp_path).files) == set(HASHED_FILES)
     write_manifest(tmp_path, with_files)
     written = json.loads((tmp_path / "manifest.json").read_text(encoding="utf-8"))
     assert list(written) == [*raw_manifest(), "files"]

@@ -143,11 +143,13 @@ class Manifest:
     files: dict[str, dict[str, Any]] | None = None  # name: {"sha256", "bytes"}; set on writing
 
     def to_dict(self) -> dict[str, Any]:
-        """The manifest as JSON holds it; without ``files`` until they are set."""
+        """The manifest as JSON holds it; without ``files`` until they are set, and without
+        ``novelty`` for a bundle that has none."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["heads"] = {name: head.to_dict() for name, head in self.heads.items()}
-        if self.files is None:
-            del out["files"]
+        for key in ("novelty", "files"):  # absent rather than null: a /2 manifest stays as read
+            if out[key] is None:
+                del out[key]
         return out
 
     @classmethod

@@ -65,10 +65,12 @@ SECURITY_HEADERS = {
 }
 # what a reviewer sees of an item: its place in the batch and its fields, less the design (stratum,
 # weight, control flag: reviewers judge every message alike) and the model's full probability
-# tables (the page gets the top intents instead, see shown())
+# tables (the page gets the top intents instead, see shown()) and its novelty (a far-out
+# message's reason says so in words)
 HIDDEN = frozenset(
     {
         "intent_probs",
+        "novelty",
         "sentiment_threshold",
         "sentiment_probs",
         "stratum",
