@@ -29,7 +29,7 @@ from tokenizers import Tokenizer
 
 from triage.batching import padded_batches
 from triage.io import sha256_file
-from triage.novelty import NoveltySpec
+from triage.novelty import NoveltySpec, load_bank
 from triage.routing import HeadDecision, RoutingTable, decide_head, route
 from triage.serving.bundle import (
     EMBEDDING_OUTPUT,
@@ -278,7 +278,7 @@ class Runtime:
             if not (folder / NOVELTY_FILE).is_file():
                 raise BundleError(f"{folder / NOVELTY_FILE} is missing; re-run `triage export`")
             novelty = NoveltySpec(
-                bank=np.load(folder / NOVELTY_FILE, allow_pickle=False),
+                bank=load_bank(folder / NOVELTY_FILE),
                 k=int(manifest.novelty["k"]),
                 threshold=float(manifest.novelty["threshold"]),
             )

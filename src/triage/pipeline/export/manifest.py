@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from triage.config import Config
@@ -129,7 +130,7 @@ def write_bundle(
         )
         (tmp / CARD_FILE).write_text(model_card(manifest, report), encoding="utf-8")
         if novelty is not None:
-            save_bank(tmp / NOVELTY_FILE, novelty.bank)
+            save_bank(tmp / NOVELTY_FILE, novelty.bank.astype(np.float16))  # as calibrate wrote it
         manifest = manifest.with_files(tmp)
         write_manifest(tmp, manifest)
     return manifest
