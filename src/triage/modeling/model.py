@@ -211,18 +211,6 @@ def predict_outputs(
     return out, embeddings
 
 
-def predict_logits(
-    model: TriageModel,
-    tokenizer: Any,
-    texts: Sequence[str],
-    prefix: str,
-    max_length: int,
-    batch_size: int = 64,
-) -> dict[str, np.ndarray]:
-    """Logits per head (see :func:`predict_outputs`)."""
-    return predict_outputs(model, tokenizer, texts, prefix, max_length, batch_size)[0]
-
-
 def predict_proba(
     model: TriageModel,
     tokenizer: Any,
@@ -231,8 +219,8 @@ def predict_proba(
     max_length: int,
     batch_size: int = 64,
 ) -> dict[str, np.ndarray]:
-    """Uncalibrated softmax probabilities per head (see :func:`predict_logits`)."""
-    logits = predict_logits(model, tokenizer, texts, prefix, max_length, batch_size)
+    """Uncalibrated softmax probabilities per head (see :func:`predict_outputs`)."""
+    logits, _ = predict_outputs(model, tokenizer, texts, prefix, max_length, batch_size)
     return {head: softmax(value) for head, value in logits.items()}
 
 
