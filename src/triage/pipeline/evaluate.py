@@ -139,19 +139,12 @@ def run(cfg: Config) -> Path:
     probs, decisions = {}, {}
     # per message and class: the threshold in the message's language; none for a far-out one
     thresholds = {h: row_thresholds(calibration["heads"][h], n, langs) for h, n in labels.items()}
+    ungated = {h: t.copy() for h, t in thresholds.items()}
     if spec is not None:
         far = spec.far(scores)
         metrics.update(novelty_metrics(far, langs, spec, split))
-        for head in labels:
-            known = targets[head] != MISSING_LABEL
-            metrics[f"{split}/{head}/coverage_without_novelty"] = float(
-                coverage_at(
-                    calibrated_probs(logits[head], langs, calibration["heads"][head])[known],
-                    thresholds[head][known],
-                    calibration["margin"],
-                ).mean()
-            )
-            thresholds[head][far] = np.inf
+        for table in thresholds.values():
+            table[far] = np.inf
     for head, names in labels.items():
         head_metrics, probs[head], decisions[head], head_flags = evaluate_head(
             logits[head],
@@ -166,6 +159,11 @@ def run(cfg: Config) -> Path:
         )
         metrics.update(head_metrics)
         flags += head_flags
+        if spec is not None:  # what the far-out rule cost
+            known = targets[head] != MISSING_LABEL
+            metrics[f"{split}/{head}/coverage_without_novelty"] = float(
+                coverage_at(probs[head][known], ungated[head][known], calibration["margin"]).mean()
+            )
     metrics.update(score(probs, targets, langs, labels, split))
     # Per source too (`test@authored/...`): the same key in a data=authored run and a
     # data=social run compares the two on the same authored test messages.
