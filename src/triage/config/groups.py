@@ -85,6 +85,18 @@ class ModelConfig:
     input_prefix: str = MISSING
     max_length: int = MISSING
     dropout: float = MISSING
+    layers: list[int] | None = None
+
+
+@dataclass
+class DistillConfig:
+    """Types only; the values and what they mean are in ``configs/train/default.yaml``."""
+
+    teacher: str | None = MISSING
+    weight: float = MISSING
+    temperature: float = MISSING
+    unlabelled: dict[str, SourceConfig] = field(default_factory=dict)
+    max_unlabelled: int = MISSING
 
 
 @dataclass
@@ -111,6 +123,7 @@ class TrainConfig:
     mixed_precision: str = MISSING
     max_train_rows: int | None = MISSING
     eval_batch_size: int = MISSING
+    distill: DistillConfig = field(default_factory=DistillConfig)
     out_dir: str = MISSING
 
 

@@ -25,7 +25,7 @@ from torch import nn
 
 from triage.batching import pad, padded_batches
 from triage.encoder.e5 import mean_pool
-from triage.errors import MissingInputError
+from triage.errors import ConfigError, MissingInputError
 from triage.io import atomic_folder
 from triage.modeling.calibration import softmax
 from triage.schema import MISSING_LABEL
@@ -104,12 +104,34 @@ def multitask_loss(
     return total, parts
 
 
-def build_model(encoder_path: str, labels: dict[str, list[str]], dropout: float) -> TriageModel:
-    """A new model on pretrained encoder weights (a folder or hub name), heads freshly made."""
+def build_model(
+    encoder_path: str,
+    labels: dict[str, list[str]],
+    dropout: float,
+    layers: Sequence[int] | None = None,
+) -> TriageModel:
+    """A new model on pretrained encoder weights (a folder or hub name), heads freshly made;
+    ``layers`` keeps only those transformer layers, in that order (a smaller student)."""
     from transformers import AutoModel
 
     encoder = AutoModel.from_pretrained(encoder_path, **_encoder_kwargs(encoder_path))
+    if layers is not None:
+        keep_layers(encoder, layers)
     return TriageModel(encoder, labels, dropout)
+
+
+def keep_layers(encoder: nn.Module, layers: Sequence[int]) -> None:
+    """Cut a BERT-style encoder down to ``layers`` (indices into its layer stack), in place; its
+    config records the new depth, so the saved checkpoint reloads as the smaller model."""
+    stack = getattr(getattr(encoder, "encoder", None), "layer", None)
+    if stack is None:
+        raise ConfigError("model.layers needs a BERT-style encoder (encoder.layer); this has none")
+    if not layers or any(not 0 <= i < len(stack) for i in layers) or len(set(layers)) < len(layers):
+        raise ConfigError(
+            f"model.layers={list(layers)}: give distinct layer indices in 0..{len(stack) - 1}"
+        )
+    encoder.encoder.layer = nn.ModuleList([stack[i] for i in layers])
+    encoder.config.num_hidden_layers = len(layers)
 
 
 def _encoder_kwargs(path_or_config: Any) -> dict[str, Any]:

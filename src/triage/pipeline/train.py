@@ -31,6 +31,7 @@ from triage.data.splits import label_ids, load_labels, load_split
 from triage.encoder.resolve import resolve_encoder
 from triage.errors import ConfigError
 from triage.modeling.augment import style_variant
+from triage.modeling.distill import soft_target_loss, teacher_logits, unlabelled_texts
 from triage.modeling.metrics import score
 from triage.modeling.model import (
     build_model,
@@ -164,13 +165,35 @@ def run(cfg: Config, on_epoch: Callable[[int, dict[str, float]], None] | None = 
 
     encoder_path = resolve_encoder(mcfg.encoder, mcfg.cache_dir)
     tokenizer = AutoTokenizer.from_pretrained(encoder_path)
-    model = build_model(encoder_path, labels, mcfg.dropout)
+    model = build_model(encoder_path, labels, mcfg.dropout, mcfg.layers)
     freeze(model, tcfg.freeze_embeddings, tcfg.freeze_layers)
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
     texts = train_df["text"].tolist()
-    ids = encode(tokenizer, texts, mcfg.input_prefix, mcfg.max_length)
     targets = label_ids(train_df, labels)
+    teacher = None
+    if tcfg.distill.teacher:
+        extra = unlabelled_texts(
+            to_container(tcfg.distill.unlabelled),
+            [t for s in SPLITS for t in load_split(data_dir, s)["text"]],
+            tcfg.distill.max_unlabelled,
+            tcfg.seed,
+            Path(cfg.paths.root),
+            Path(cfg.paths.public_data),
+            cfg.data.pii_mask,
+        )
+        texts += extra
+        targets = {
+            h: np.concatenate([t, np.full(len(extra), MISSING_LABEL)]) for h, t in targets.items()
+        }
+        log.info(
+            "distill: teacher %s on %d train + %d unlabelled texts",
+            tcfg.distill.teacher,
+            len(train_df),
+            len(extra),
+        )
+        teacher = teacher_logits(tcfg.distill.teacher, labels, texts, tcfg.eval_batch_size)
+    ids = encode(tokenizer, texts, mcfg.input_prefix, mcfg.max_length)
     val_targets = label_ids(val_df, labels)
     sampler = LengthBucketSampler([len(s) for s in ids], tcfg.batch_size, tcfg.seed)
     # style variants (train.augment): one per message, drawn anew for a share of each batch
@@ -189,8 +212,10 @@ def run(cfg: Config, on_epoch: Callable[[int, dict[str, float]], None] | None = 
     def collate(batch_index: list[int]) -> dict[str, torch.Tensor]:
         swap = rng.random(len(batch_index)) < tcfg.augment
         sequences = [variants[i] if v else ids[i] for i, v in zip(batch_index, swap, strict=True)]
-        batch = pad_batch(sequences, tokenizer.pad_token_id)
-        batch.update({h: torch.from_numpy(t[batch_index]) for h, t in targets.items()})
+        batch: dict[str, Any] = pad_batch(sequences, tokenizer.pad_token_id)
+        batch["targets"] = {h: torch.from_numpy(t[batch_index]) for h, t in targets.items()}
+        if teacher is not None:
+            batch["teacher"] = {h: torch.from_numpy(t[batch_index]) for h, t in teacher.items()}
         return batch
 
     loader = torch.utils.data.DataLoader(
@@ -227,6 +252,7 @@ def run(cfg: Config, on_epoch: Callable[[int, dict[str, float]], None] | None = 
             "encoder.resolved": encoder_path,
             "n_trainable_params": n_trainable,
             "n_train_rows": len(train_df),
+            "n_unlabelled_rows": len(texts) - len(train_df),
             "precision": precision,
         }
     )
@@ -250,6 +276,7 @@ def run(cfg: Config, on_epoch: Callable[[int, dict[str, float]], None] | None = 
         "encoder_resolved": encoder_path,
         "input_prefix": mcfg.input_prefix,
         "max_length": mcfg.max_length,
+        "layers": mcfg.layers,
         "data": cfg.data.name,
         "train": to_container(tcfg),
         "run_id": tracker.run_id,
@@ -321,13 +348,15 @@ def train_epoch(
     )
     for batch in bar:
         with accelerator.accumulate(model):
-            targets = {
-                h: batch.pop(h) for h in list(batch) if h not in ("input_ids", "attention_mask")
-            }
+            targets, teacher = batch.pop("targets"), batch.pop("teacher", None)
             logits = model(**batch)
             loss, _ = multitask_loss(
                 logits, targets, dict(tcfg.head_weights), weights, tcfg.label_smoothing
             )
+            if teacher is not None:
+                weight = tcfg.distill.weight
+                soft = soft_target_loss(logits, teacher, tcfg.distill.temperature)
+                loss = (1 - weight) * loss + weight * soft
             accelerator.backward(loss)
             if accelerator.sync_gradients:
                 accelerator.clip_grad_norm_(model.parameters(), tcfg.max_grad_norm)
