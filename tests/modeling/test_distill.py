@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from triage.config import SourceConfig, load_config
+from triage.data.texts import source_texts
 from triage.errors import ConfigError, DataError
-from triage.modeling.distill import soft_target_loss, teacher_logits, unlabelled_texts
+from triage.modeling.distill import soft_target_loss, teacher_logits
 from triage.modeling.model import (
     build_model,
     keep_layers,
@@ -43,18 +44,16 @@ def test_keep_layers_cuts_the_stack_and_rejects_bad_indices(tiny_encoder):
             keep_layers(full.encoder, bad)
 
 
-def test_unlabelled_texts_leave_out_every_split_text_and_test_rows(root, tmp_path):
+def test_source_texts_leave_out_excluded_texts(root, tmp_path):
     path = tmp_path / "extra.jsonl"
     rows = ["Waar blijft mijn pakket??", "  nieuwe   tekst ", "another text", "another text!"]
     path.write_text("".join(json.dumps({"text": t}) + "\n" for t in rows), encoding="utf-8")
     source = {"kind": "file", "path": str(path), "format": None, "columns": {}, "options": {}}
-    texts = unlabelled_texts(
-        {"extra": source}, ["waar blijft mijn pakket"], 10, 0, root, tmp_path, False
-    )
+    texts = source_texts({"extra": source}, root, tmp_path, ["waar blijft mijn pakket"])
     assert sorted(texts) == ["another text", "nieuwe tekst"]  # cleaned, deduplicated
-    assert len(unlabelled_texts({"extra": source}, [], 1, 0, root, tmp_path, False)) == 1
+    assert len(source_texts({"extra": source}, root, tmp_path, max_rows=1)) == 1
     with pytest.raises(DataError, match="no text left"):
-        unlabelled_texts({"extra": source}, rows, 10, 0, root, tmp_path, False)
+        source_texts({"extra": source}, root, tmp_path, rows)
 
 
 def test_teacher_with_other_labels_is_refused(tiny_encoder, tmp_path):

@@ -8,18 +8,14 @@ over a few thousand texts), and travel with each batch; the loss per head is Hin
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from triage.data.sources import read_source
-from triage.errors import ConfigError, DataError
+from triage.errors import ConfigError
 from triage.modeling.model import load_checkpoint, predict_outputs
-from triage.text import clean_text, dedup_key, mask_pii
 
 
 def soft_target_loss(
@@ -53,38 +49,3 @@ def teacher_logits(
         model, tokenizer, texts, meta["input_prefix"], meta["max_length"], batch_size
     )
     return logits
-
-
-def unlabelled_texts(
-    sources: dict[str, Any],
-    exclude: Sequence[str],
-    max_rows: int,
-    seed: int,
-    project_root: Path,
-    public_root: Path,
-    pii_mask: bool,
-) -> list[str]:
-    """Texts of ``sources`` (data source configs as dicts; labels ignored), cleaned like the
-    train texts, without those whose dedup key is in ``exclude`` (every split's texts: nothing
-    of val, calib or test leaks in), deduplicated, at most ``max_rows`` (a seeded sample).
-
-    Raises:
-        DataError: a source has no usable text.
-    """
-    seen = {dedup_key(t) for t in exclude}
-    texts: list[str] = []
-    for name, source in sources.items():
-        rows = read_source(name, source, project_root, public_root) or []
-        before = len(texts)
-        for row in rows:
-            if row.split == "test" or not isinstance(row.text, str):
-                continue  # a public set's fixed test partition is never trained on
-            text = clean_text(row.text)
-            key = dedup_key(text)
-            if text and key not in seen:
-                seen.add(key)
-                texts.append(mask_pii(text) if pii_mask else text)
-        if len(texts) == before:
-            raise DataError(f"train.distill.unlabelled.{name}: no text left to distil on")
-    random.Random(seed).shuffle(texts)
-    return texts[:max_rows]

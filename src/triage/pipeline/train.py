@@ -28,10 +28,11 @@ from tqdm.auto import tqdm
 
 from triage.config import Config, to_container, to_yaml
 from triage.data.splits import label_ids, load_labels, load_split
+from triage.data.texts import source_texts
 from triage.encoder.resolve import resolve_encoder
 from triage.errors import ConfigError
 from triage.modeling.augment import style_variant
-from triage.modeling.distill import soft_target_loss, teacher_logits, unlabelled_texts
+from triage.modeling.distill import soft_target_loss, teacher_logits
 from triage.modeling.metrics import score
 from triage.modeling.model import (
     build_model,
@@ -173,14 +174,15 @@ def run(cfg: Config, on_epoch: Callable[[int, dict[str, float]], None] | None = 
     targets = label_ids(train_df, labels)
     teacher = None
     if tcfg.distill.teacher:
-        extra = unlabelled_texts(
+        extra = source_texts(
             to_container(tcfg.distill.unlabelled),
-            [t for s in SPLITS for t in load_split(data_dir, s)["text"]],
-            tcfg.distill.max_unlabelled,
-            tcfg.seed,
             Path(cfg.paths.root),
             Path(cfg.paths.public_data),
-            cfg.data.pii_mask,
+            exclude=[t for s in SPLITS for t in load_split(data_dir, s)["text"]],
+            max_rows=tcfg.distill.max_unlabelled,
+            seed=tcfg.seed,
+            pii_mask=cfg.data.pii_mask,
+            where="train.distill.unlabelled",
         )
         texts += extra
         targets = {

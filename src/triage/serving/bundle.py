@@ -29,10 +29,16 @@ from triage.errors import TriageError
 from triage.io import sha256_file
 
 # /2 added per-language thresholds, /3 novelty (an older runtime must not serve a /3 bundle
-# without its far-out rule)
-FORMAT = "social-triage-bundle/3"
-# a /1 bundle has pooled thresholds only, a /2 bundle no novelty
-READABLE_FORMATS = ("social-triage-bundle/1", "social-triage-bundle/2", FORMAT)
+# without its far-out rule), /4 the backend and 8-bit weight storage (an older runtime would
+# run int8_weights without folding them, or an OpenVINO bundle on onnxruntime)
+FORMAT = "social-triage-bundle/4"
+# a /1 bundle has pooled thresholds only, a /2 bundle no novelty, a /3 bundle runs on onnxruntime
+READABLE_FORMATS = (
+    "social-triage-bundle/1",
+    "social-triage-bundle/2",
+    "social-triage-bundle/3",
+    FORMAT,
+)
 MODEL_FILE = "model.onnx"
 NOVELTY_FILE = "novelty.npy"
 #: the graph output with the pooled sentence embedding
@@ -130,7 +136,11 @@ class Manifest:
     input_prefix: str = ""
     max_length: int
     pad_token_id: int
-    quantization: str | None = None  # "none" or "int8"
+    # "none"; "int8" (dynamic: int8 weights and activations); "int8_embedding" (int8 word
+    # embeddings, gathered and dequantised) or "int8_weights" (those and int8-stored MatMul
+    # weights; float compute): pipeline/export/storage.py
+    quantization: str | None = None
+    backend: str = "onnxruntime"  # serving.backends: onnxruntime or openvino
     vocab_trimmed: bool | None = None
     fpr_target: float | None = None
     margin: float = 0.0

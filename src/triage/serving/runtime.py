@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from triage.batching import padded_batches
 from triage.io import sha256_file
 from triage.novelty import NoveltySpec, load_bank
 from triage.routing import HeadDecision, RoutingTable, decide_head, route
+from triage.serving.backends import open_session
 from triage.serving.bundle import (
     EMBEDDING_OUTPUT,
     MODEL_FILE,
@@ -118,7 +118,7 @@ def apply_language_temperatures(
 
 
 def graph_outputs(
-    session: ort.InferenceSession,
+    session: Any,
     tokenizer: Tokenizer,
     texts: Sequence[str],
     prefix: str,
@@ -158,22 +158,6 @@ def far_out(decided: HeadDecision, score: float, threshold: float) -> HeadDecisi
     return replace(decided, automatic=False, why=why)
 
 
-def session_options(threads: int | None = None) -> ort.SessionOptions:
-    """onnxruntime options for small-batch CPU inference: all graph optimisations, one
-    intra-op thread per physical core (hyper-threads only contend), sequential execution, and
-    worker threads that sleep instead of spinning between operators."""
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.intra_op_num_threads = threads or physical_cores()
-    options.inter_op_num_threads = 1
-    # Spinning threads burn the cores that the web server's event loop, the tokenizer and other
-    # processes need. Measured on the 2-core machine with other work running (benchmarks/README):
-    # single-message p50 11.4 ms without spinning against 21.2 ms with it.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return options
-
-
 class Runtime:
     """A loaded bundle: one onnxruntime session, the tokenizer, the heads and the routing table.
 
@@ -187,7 +171,7 @@ class Runtime:
         self,
         folder: Path,
         manifest: Manifest,
-        session: ort.InferenceSession,
+        session: Any,
         tokenizer: Tokenizer,
         routing: RoutingTable,
         novelty: NoveltySpec | None = None,
@@ -254,11 +238,7 @@ class Runtime:
         for name in (MODEL_FILE, TOKENIZER_FILE, ROUTING_FILE):
             if not (folder / name).is_file():
                 raise BundleError(f"{folder / name} is missing; re-run `triage export`")
-        session = ort.InferenceSession(
-            str(folder / MODEL_FILE),
-            sess_options=session_options(threads),
-            providers=["CPUExecutionProvider"],
-        )
+        session = open_session(folder / MODEL_FILE, manifest.backend, threads or physical_cores())
         embedded = session.get_modelmeta().custom_metadata_map.get("manifest")
         if (
             embedded is not None
