@@ -26,6 +26,7 @@ STAGES = {
     "calibrate": "triage.pipeline.calibrate",
     "evaluate": "triage.pipeline.evaluate",
     "export": "triage.pipeline.export",
+    "vocab": "triage.pipeline.export.vocab:build",
     "classify": "triage.serving.classify",
     "serve": "triage.serving.api",
     "sweep": "triage.sweep.run",

@@ -95,6 +95,7 @@ class DistillConfig:
     teacher: str | None = MISSING
     weight: float = MISSING
     temperature: float = MISSING
+    init_from_teacher: bool = MISSING
     unlabelled: dict[str, SourceConfig] = field(default_factory=dict)
     max_unlabelled: int = MISSING
 
@@ -188,6 +189,16 @@ class ExportGateConfig:
 
 
 @dataclass
+class ExportVocabConfig:
+    """Types only; the values and what they mean are in ``configs/export/default.yaml``."""
+
+    pieces: str = MISSING
+    report: str = MISSING
+    corpus: dict[str, SourceConfig] = field(default_factory=dict)
+    heldout: list[str] = field(default_factory=list)
+
+
+@dataclass
 class ExportConfig:
     """Types only; the values and what they mean are in ``configs/export/default.yaml``."""
 
@@ -197,7 +208,10 @@ class ExportConfig:
     opset: int = MISSING
     parity_atol: float = MISSING
     quantize: bool = MISSING
+    int8_storage: bool = MISSING
     trim_vocab: bool = MISSING
+    vocab: ExportVocabConfig = field(default_factory=ExportVocabConfig)
+    backend: str = MISSING
     gate: ExportGateConfig = field(default_factory=ExportGateConfig)
     n_bins: int = MISSING
     out_dir: str = MISSING

@@ -31,6 +31,15 @@ def soft_target_loss(
     return total
 
 
+def check_teacher(path: str | Path, teacher: dict, labels: dict) -> None:
+    """Raise :class:`ConfigError` unless the teacher has the student's heads and label order."""
+    if teacher != labels:
+        raise ConfigError(
+            f"train.distill.teacher={path} has labels {teacher}, the data {labels}: "
+            "distil from a teacher trained on the same taxonomy"
+        )
+
+
 def teacher_logits(
     path: str | Path, labels: dict[str, list[str]], texts: Sequence[str], batch_size: int
 ) -> dict[str, np.ndarray]:
@@ -40,11 +49,7 @@ def teacher_logits(
         ConfigError: the teacher's heads or label order differ from the student's data.
     """
     model, tokenizer, meta = load_checkpoint(Path(path))
-    if model.labels != labels:
-        raise ConfigError(
-            f"train.distill.teacher={path} has labels {model.labels}, the data {labels}: "
-            "distil from a teacher trained on the same taxonomy"
-        )
+    check_teacher(path, model.labels, labels)
     logits, _ = predict_outputs(
         model, tokenizer, texts, meta["input_prefix"], meta["max_length"], batch_size
     )

@@ -32,11 +32,13 @@ from triage.data.texts import source_texts
 from triage.encoder.resolve import resolve_encoder
 from triage.errors import ConfigError
 from triage.modeling.augment import style_variant
-from triage.modeling.distill import soft_target_loss, teacher_logits
+from triage.modeling.distill import check_teacher, soft_target_loss, teacher_logits
 from triage.modeling.metrics import score
 from triage.modeling.model import (
     build_model,
     encode,
+    keep_layers,
+    load_checkpoint,
     multitask_loss,
     pad_batch,
     predict_proba,
@@ -166,7 +168,15 @@ def run(cfg: Config, on_epoch: Callable[[int, dict[str, float]], None] | None = 
 
     encoder_path = resolve_encoder(mcfg.encoder, mcfg.cache_dir)
     tokenizer = AutoTokenizer.from_pretrained(encoder_path)
-    model = build_model(encoder_path, labels, mcfg.dropout, mcfg.layers)
+    if tcfg.distill.teacher and tcfg.distill.init_from_teacher:
+        # the student starts as the teacher with layers left out (its heads included)
+        model, _, _ = load_checkpoint(Path(tcfg.distill.teacher))
+        check_teacher(tcfg.distill.teacher, model.labels, labels)
+        if mcfg.layers is not None:
+            keep_layers(model.encoder, mcfg.layers)
+        model.dropout.p = mcfg.dropout
+    else:
+        model = build_model(encoder_path, labels, mcfg.dropout, mcfg.layers)
     freeze(model, tcfg.freeze_embeddings, tcfg.freeze_layers)
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
