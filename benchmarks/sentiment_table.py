@@ -1,10 +1,11 @@
 """The real-text sentiment table (issue 16), re-computed from MLflow: one row per training run,
 the authored test per language beside each real-text set of `evaluate.extra`.
 
-    .venv/bin/python benchmarks/sentiment_table.py                 # every sentiment-* run
+    .venv/bin/python benchmarks/sentiment_table.py       # every sentiment-* and student-* run
     .venv/bin/python benchmarks/sentiment_table.py sentiment-xed_s13 default=<run id>
 
-Runs are named by `benchmarks/sentiment.sh` (``sentiment-<name>``); ``label=<run id>`` adds any
+Runs are named by `benchmarks/sentiment.sh` (``sentiment-<name>``) and `benchmarks/student.sh`
+(``student-<name>``; the latest run of a name is shown); ``label=<run id>`` adds any
 other run (e.g. the default model's, ``models/checkpoint/run_id``) evaluated with the same sets.
 A run's latest value of each metric is the one shown (MLflow writes `test@authored` as
 `test_authored`).
@@ -17,6 +18,8 @@ import sys
 import mlflow
 from loopback import ROOT
 
+#: the run names of benchmarks/sentiment.sh and benchmarks/student.sh
+PREFIXES = ("sentiment", "student")
 SETS = {"absa_nl": "ABSA nl", "tweeteval_sentiment_val": "tweets en"}
 COLUMNS = [
     ("authored sentiment nl", "test_authored/sentiment/nl/macro_f1"),
@@ -53,11 +56,15 @@ def main(argv: list[str]) -> None:
     client = mlflow.MlflowClient()
     named = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in argv if "=" in a}
     wanted = [a for a in argv if "=" not in a]
-    runs = client.search_runs(
-        [e.experiment_id for e in client.search_experiments()],
-        "tags.mlflow.runName LIKE 'sentiment-%'",
-        order_by=["attributes.start_time ASC"],
-    )
+    runs = [
+        run
+        for prefix in PREFIXES
+        for run in client.search_runs(
+            [e.experiment_id for e in client.search_experiments()],
+            f"tags.mlflow.runName LIKE '{prefix}-%'",
+            order_by=["attributes.start_time ASC"],
+        )
+    ]
     chosen = {r.info.run_name: r for r in runs if not wanted or r.info.run_name in wanted}
     chosen.update({label: client.get_run(run_id) for label, run_id in named.items()})
     print("| run | " + " | ".join(c for c, _ in COLUMNS) + " |")

@@ -16,8 +16,14 @@ from triage.errors import ConfigError, GateError
 from triage.io import sha256_file
 from triage.pipeline import export
 from triage.pipeline.export.gates import gate, parity, parity_failures
-from triage.pipeline.export.graph import onnx_outputs, session
-from triage.pipeline.export.vocab import bundle_tokenizer, latin_piece, trim_vocabulary
+from triage.pipeline.export.graph import onnx_outputs
+from triage.pipeline.export.vocab import (
+    bundle_tokenizer,
+    fallback_report,
+    trim_vocabulary,
+    used_pieces,
+)
+from triage.serving.backends import open_session
 from triage.serving.bundle import Manifest
 from triage.serving.runtime import rescale
 
@@ -70,6 +76,7 @@ def test_bundle_files_manifest_and_metadata(bundle, pipeline):
         "max_length",
         "pad_token_id",
         "quantization",
+        "backend",
         "vocab_trimmed",
         "fpr_target",
         "margin",
@@ -106,7 +113,7 @@ def test_bundle_reproduces_the_evaluated_probabilities(bundle, pipeline):
     recorded = pd.read_parquet(tmp / "evaluation" / "predictions.parquet")
     tokenizer = bundle_tokenizer(json.loads((bundle / "tokenizer.json").read_text()))
     probs, _ = onnx_outputs(
-        session(bundle / "model.onnx"),
+        open_session(bundle / "model.onnx", "onnxruntime", 1),
         tokenizer,
         recorded["text"].tolist(),
         manifest["input_prefix"],
@@ -128,10 +135,13 @@ def test_bundle_reproduces_the_evaluated_probabilities(bundle, pipeline):
     assert "export/bundle_test/intent/macro_f1" in run.data.metrics
 
 
-def test_trimmed_vocabulary_tokenises_latin_text_exactly(tiny_encoder):
+def test_trimmed_vocabulary_tokenises_its_corpus_exactly(tiny_encoder):
     tokenizer_json = json.loads((tiny_encoder / "tokenizer.json").read_text())
     texts = ["Waar blijft mijn pakket? 📦", "where is my order, café déjà vu"]
-    trimmed_json, keep = trim_vocabulary(tokenizer_json, [], "query: ")
+    # the first text as a split's text, the second through the corpus pieces
+    trimmed_json, keep = trim_vocabulary(
+        tokenizer_json, texts[:1], "query: ", used_pieces(tokenizer_json, texts[1:], "query: ")
+    )
     full, small = bundle_tokenizer(tokenizer_json), bundle_tokenizer(trimmed_json)
     for text in texts:
         old = full.encode("query: " + text)
@@ -171,13 +181,22 @@ def test_trim_drops_other_scripts_and_keeps_used_pieces():
         "decoder": None,
         "model": {"type": "Unigram", "unk_id": 1, "vocab": vocab, "byte_fallback": False},
     }
-    trimmed, _keep = trim_vocabulary(tokenizer_json, [], "")
+    trimmed, _keep = trim_vocabulary(tokenizer_json, [], "", pieces=["▁hallo", "▁nope"])
     kept = [p for p, _ in trimmed["model"]["vocab"]]
-    assert "▁привет" not in kept and "▁hallo" in kept and "п" in kept
+    assert "▁привет" not in kept and "▁hallo" in kept and "п" in kept  # listed, single chars
     assert bundle_tokenizer(trimmed).encode("привет").tokens == ["▁", *"привет"]
+    assert bundle_tokenizer(trimmed).encode("hallo").tokens == ["▁hallo"]
+    assert bundle_tokenizer(trim_vocabulary(tokenizer_json, [], "")[0]).encode("hallo").tokens == [
+        "▁",
+        *"hallo",
+    ]  # neither listed nor used: single characters
     used, _ = trim_vocabulary(tokenizer_json, ["привет"], "")
     assert "▁привет" in [p for p, _ in used["model"]["vocab"]]
-    assert latin_piece("▁café📦!") and not latin_piece("▁привет")
+    assert used_pieces(tokenizer_json, ["привет hallo"], "") == {"▁привет", "▁hallo"}
+    report = fallback_report(tokenizer_json, trimmed, ["hallo", "привет"], "")
+    assert report["identical_share"] == 0.5  # hallo as before; привет in 7 pieces, not 1
+    assert report["tokens_per_text_trimmed"] == 4.0 and report["tokens_per_text_full"] == 1.0
+    assert report["char_fallback_share"] == pytest.approx(7 / 8)
 
 
 def test_gate_passes_identical_and_rejects_a_flipped_class():
@@ -231,7 +250,7 @@ def test_failed_parity_gate_writes_no_bundle(pipeline, monkeypatch, tmp_path):
     cfg = copy.deepcopy(cfg)
     cfg.export.out_dir = str(tmp_path / "onnx")
     cfg.export.report = str(tmp_path / "export.json")
-    cfg.export.quantize = cfg.export.trim_vocab = False
+    cfg.export.quantize = cfg.export.trim_vocab = cfg.export.int8_storage = False
     cfg.tracking.enabled = False
     real = export.export_graph
 
@@ -272,7 +291,7 @@ def test_int8_candidate_goes_through_the_gate(pipeline, tmp_path):
     cfg = copy.deepcopy(cfg)
     cfg.export.out_dir = str(tmp_path / "onnx")
     cfg.export.report = str(tmp_path / "export.json")
-    cfg.export.quantize, cfg.export.trim_vocab = True, False
+    cfg.export.quantize, cfg.export.trim_vocab, cfg.export.int8_storage = True, False, False
     cfg.tracking.enabled = False
     export.run(cfg)
     report = json.loads((tmp_path / "export.json").read_text())
@@ -311,7 +330,7 @@ def test_bundle_numbers_are_the_served_ones_when_a_language_keeps_its_temperatur
     cfg.evaluate.calibration = cfg.export.calibration = str(tmp_path / "calibration.json")
     cfg.evaluate.out_dir, cfg.evaluate.compare_with = str(tmp_path / "evaluation"), None
     cfg.export.out_dir, cfg.export.report = str(tmp_path / "onnx"), str(tmp_path / "export.json")
-    cfg.export.quantize = cfg.export.trim_vocab = False
+    cfg.export.quantize = cfg.export.trim_vocab = cfg.export.int8_storage = False
     evaluate(cfg)
     export.run(cfg)
     metrics = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())

@@ -212,6 +212,7 @@ class ExportConfig:
     trim_vocab: bool = MISSING
     vocab: ExportVocabConfig = field(default_factory=ExportVocabConfig)
     backend: str = MISSING
+    gate_sets: list[str] = field(default_factory=list)
     gate: ExportGateConfig = field(default_factory=ExportGateConfig)
     n_bins: int = MISSING
     out_dir: str = MISSING

@@ -5,7 +5,8 @@ manifest: :mod:`triage.serving.bundle`) and writes nothing.
 
 Per message: clean the text as ``prepare`` did, prepend the input prefix, tokenise with
 truncation to ``max_length``; sort the batch by length and pad each chunk to its own longest
-sequence (messages are short: never to max_length); one onnxruntime session for all calls;
+sequence (messages are short: never to max_length); one session of the bundle's backend
+(:mod:`triage.serving.backends`: onnxruntime or OpenVINO) for all calls;
 rescale a head's probabilities where the message's language kept its own temperature; apply the
 message's language's thresholds (the pooled ones for a language without its own), the far-out
 rule (:mod:`triage.novelty`: a message far from the training data goes to review) and the
@@ -159,10 +160,11 @@ def far_out(decided: HeadDecision, score: float, threshold: float) -> HeadDecisi
 
 
 class Runtime:
-    """A loaded bundle: one onnxruntime session, the tokenizer, the heads and the routing table.
+    """A loaded bundle: one backend session, the tokenizer, the heads and the routing table.
 
     Thread-safe: :meth:`classify` may be called from several threads (onnxruntime sessions are
-    safe for concurrent ``run``; the tokenizer is only read).
+    safe for concurrent ``run``, the OpenVINO one keeps a request per thread; the tokenizer is
+    only read).
 
     Use :meth:`load`; the constructor takes the already-loaded parts.
     """
@@ -395,4 +397,13 @@ class Runtime:
         meta = self.manifest.to_dict()
         meta["files"] = {k: v.get("bytes") for k, v in (self.manifest.files or {}).items()}
         meta["routing"] = self.routing.to_dict()
+        meta["precision"] = self.precision
         return meta
+
+    @property
+    def precision(self) -> str:
+        """The arithmetic the backend runs: OpenVINO's choice for this CPU (bf16 or f32), else
+        int8 for a dynamically quantised graph and fp32 for every other."""
+        return getattr(
+            self.session, "precision", "int8" if self.manifest.quantization == "int8" else "fp32"
+        )

@@ -2,7 +2,9 @@
 
 Reads:  ``{export.checkpoint}`` (the trained transformer), ``{export.calibration}``, the prepared
         splits in ``{data.out_dir}`` (``{export.split}`` for the gates; the other splits' texts
-        for the vocabulary trim) and the routing table (``configs/routing``).
+        for the vocabulary trim), the corpus pieces (``{export.vocab.pieces}``, from
+        ``triage vocab``), the routing table (``configs/routing``) and, with
+        ``export.gate_sets``, real-text sets from ``paths.public_data``.
 Writes ``{export.out_dir}`` (``models/onnx``), everything a service needs and nothing else
         (the contract: :mod:`triage.serving.bundle`):
         ``model.onnx``       input_ids, attention_mask -> ``<head>_probs``: encoder, mean pooling,
@@ -22,10 +24,13 @@ Writes ``{export.out_dir}`` (``models/onnx``), everything a service needs and no
 
 Gates, in order: (1) parity: the fp32 graph against PyTorch on the test split (max absolute
 difference, top-label agreement, identical threshold decisions); export fails when it breaks.
-(2) candidates that shrink the bundle (int8 dynamic quantisation, the trimmed vocabulary, both)
-are kept only when they stay within ``export.gate`` of the fp32 graph on the same messages.
+(2) candidates that shrink the bundle (the trimmed vocabulary, 8-bit storage, dynamic int8, on
+the full and the trimmed vocabulary), run on ``export.backend``, are kept only when they stay
+within ``export.gate`` of the fp32 graph on the same messages (and on ``export.gate_sets``);
+the smallest that passes ships.
 
-The parts: :mod:`.graph` (torch -> ONNX, int8), :mod:`.vocab` (the trimmed vocabulary),
+The parts: :mod:`.graph` (torch -> ONNX, int8), :mod:`.vocab` (the trimmed vocabulary and
+``triage vocab``), :mod:`.storage` (8-bit storage with float compute),
 :mod:`.gates` (parity, the candidates' gate, the bundle's numbers), :mod:`.manifest` (the manifest
 and the bundle folder), :mod:`.card` (the model card).
 """
@@ -40,22 +45,31 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
-from triage.config import Config, to_container
+from triage.config import Config, ExportConfig, to_container
 from triage.data.splits import label_ids, load_split
 from triage.errors import ConfigError, GateError
 from triage.io import write_json
 from triage.modeling.calibration import calibrated_probs, load_calibration, row_thresholds
 from triage.modeling.model import load_checkpoint, predict_outputs, read_meta
+from triage.modeling.realtext import read_eval_set
 from triage.novelty import NoveltySpec
 from triage.pipeline.export.gates import bundle_metrics, fmt, gate, parity, parity_failures
-from triage.pipeline.export.graph import export_graph, onnx_outputs, quantize, session
+from triage.pipeline.export.graph import export_graph, onnx_outputs, quantize
 from triage.pipeline.export.manifest import build_manifest, language_temperatures, write_bundle
-from triage.pipeline.export.vocab import bundle_tokenizer, trim_vocabulary, trimmed_model
+from triage.pipeline.export.storage import STORAGE, int8_storage
+from triage.pipeline.export.vocab import (
+    bundle_tokenizer,
+    listed_pieces,
+    trim_vocabulary,
+    trimmed_model,
+)
 from triage.routing import RoutingTable
 from triage.schema import SPLITS
+from triage.serving.backends import ONNXRUNTIME, open_session
 from triage.serving.bundle import CARD_FILE, MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE
-from triage.serving.runtime import apply_language_temperatures
+from triage.serving.runtime import apply_language_temperatures, physical_cores
 from triage.tracking import add_to_checkpoint_run
 
 log = logging.getLogger(__name__)
@@ -103,13 +117,22 @@ def run(cfg: Config) -> Path:
     # per message: its language's thresholds, as the runtime applies them
     thresholds = {h: row_thresholds(heads_cal[h], names, langs) for h, names in labels.items()}
 
-    def served(path: Path, tok_json: dict) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """A graph's probabilities as the runtime serves them (per-language temperatures), and
-        its embeddings."""
+    def served(
+        path: Path, tok_json: dict, rows: pd.DataFrame = frame, backend: str = ONNXRUNTIME
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """A graph's probabilities on ``rows`` as the runtime serves them with ``backend``
+        (per-language temperatures), and its embeddings."""
         probs, embeddings = onnx_outputs(
-            session(path), bundle_tokenizer(tok_json), texts, prefix, max_length, pad_id
+            open_session(path, backend, physical_cores()),
+            bundle_tokenizer(tok_json),
+            rows["text"].tolist(),
+            prefix,
+            max_length,
+            pad_id,
         )
-        return apply_language_temperatures(probs, langs, served_temperatures), embeddings
+        return apply_language_temperatures(
+            probs, rows["lang"].to_numpy(), served_temperatures
+        ), embeddings
 
     # every comparison below is on calibrated probabilities as `evaluate` scores and the
     # runtime serves them: thresholds were chosen on those
@@ -146,9 +169,10 @@ def run(cfg: Config) -> Path:
         log.info("parity gate passed: %s", fmt(report["parity"]))
 
         chosen = {"path": fp32, "quantization": "none", "vocab_trimmed": False}
+        chosen["backend"] = ONNXRUNTIME
         chosen["tokenizer"], chosen["probs"] = tokenizer_json, exported
         chosen["embeddings"] = exported_embeddings
-        candidates = []
+        graphs = [("", fp32, tokenizer_json, False)]
         if ecfg.trim_vocab:
             corpus = [
                 t
@@ -156,7 +180,9 @@ def run(cfg: Config) -> Path:
                 if split != ecfg.split and (data_dir / f"{split}.parquet").is_file()
                 for t in load_split(data_dir, split)["text"]
             ]
-            trimmed_json, keep = trim_vocabulary(tokenizer_json, corpus, prefix)
+            trimmed_json, keep = trim_vocabulary(
+                tokenizer_json, corpus, prefix, listed_pieces(Path(ecfg.vocab.pieces))
+            )
             if bundle_tokenizer(trimmed_json).token_to_id(hf_tokenizer.pad_token) != pad_id:
                 raise ConfigError(
                     "the trimmed vocabulary moves the pad token; set export.trim_vocab=false"
@@ -165,32 +191,43 @@ def run(cfg: Config) -> Path:
             report["vocab_kept"] = len(keep)
             trimmed = work / "trimmed.onnx"
             export_graph(trimmed_model(model, keep), temperatures, pad_id, trimmed, ecfg.opset)
-            candidates.append(("trimmed", trimmed, trimmed_json, "none", True))
-        if ecfg.quantize:
-            quantize(fp32, work / "int8.onnx")
-            candidates.append(("int8", work / "int8.onnx", tokenizer_json, "int8", False))
-            if ecfg.trim_vocab:
-                quantize(trimmed, work / "trimmed_int8.onnx")
-                candidates.append(
-                    ("trimmed_int8", work / "trimmed_int8.onnx", trimmed_json, "int8", True)
-                )
+            graphs.append(("trimmed", trimmed, trimmed_json, True))
+        candidates = smaller_graphs(graphs, work, ecfg)
+        sets = {name: eval_set(cfg, name, labels) for name in ecfg.gate_sets}
+        set_reference = {
+            name: served(fp32, tokenizer_json, frame, ONNXRUNTIME)[0]
+            for name, frame in sets.items()
+        }
         for name, path, tok_json, quant, trim in candidates:
-            probs, embeddings = served(path, tok_json)
+            probs, embeddings = served(path, tok_json, frame, ecfg.backend)
             numbers, reasons = gate(exported, probs, targets, labels, ecfg.gate, ecfg.n_bins)
+            for set_name, set_frame in sets.items():
+                set_numbers, set_reasons = gate(
+                    set_reference[set_name],
+                    served(path, tok_json, set_frame, ecfg.backend)[0],
+                    label_ids(set_frame, labels),
+                    labels,
+                    ecfg.gate,
+                    ecfg.n_bins,
+                )
+                numbers.update({f"{set_name}/{k}": v for k, v in set_numbers.items()})
+                reasons += [f"{set_name}: {r}" for r in set_reasons]
             size = path.stat().st_size
             report["candidates"][name] = {
                 **numbers,
                 "bytes": size,
+                "backend": ecfg.backend,
                 "passed": not reasons,
                 "why": "; ".join(reasons) or "within every limit",
             }
             verdict = "kept" if not reasons else "rejected: " + "; ".join(reasons)
             log.info("%s (%.0f MB): %s, %s", name, size / 1e6, fmt(numbers), verdict)
-            if not reasons and size < chosen["path"].stat().st_size:
+            if not reasons and size <= chosen["path"].stat().st_size:
                 chosen = {"path": path, "quantization": quant, "vocab_trimmed": trim}
+                chosen["backend"] = ecfg.backend
                 chosen["tokenizer"], chosen["probs"] = tok_json, probs
                 chosen["embeddings"] = embeddings
-        report["chosen"] = {k: chosen[k] for k in ("quantization", "vocab_trimmed")}
+        report["chosen"] = {k: chosen[k] for k in ("quantization", "vocab_trimmed", "backend")}
         report["bundle_test"] = bundle_metrics(
             chosen["probs"], targets, langs, labels, thresholds, margin, ecfg.n_bins
         )
@@ -225,6 +262,41 @@ def run(cfg: Config) -> Path:
         manifest.model_version,
     )
     return out_dir
+
+
+def smaller_graphs(
+    graphs: list[tuple[str, Path, dict, bool]], work: Path, ecfg: ExportConfig
+) -> list[tuple[str, Path, dict, str, bool]]:
+    """The candidates the gate judges, as (name, graph, tokenizer, quantization, vocabulary
+    trimmed): per base graph (``""`` for fp32, ``trimmed``) the base itself (the fp32 one only
+    on a backend other than onnxruntime, where it is not the reference), its 8-bit storage
+    variants (``export.int8_storage``) and dynamic int8 (``export.quantize``), written in
+    ``work``."""
+    out = []
+    for base, path, tok_json, trim in graphs:
+        if base or ecfg.backend != ONNXRUNTIME:
+            out.append((base or "fp32", path, tok_json, "none", trim))
+        variants = [q for q in STORAGE if ecfg.int8_storage] + ["int8"] * ecfg.quantize
+        for quant in variants:
+            name = f"{base}_{quant}".lstrip("_")
+            graph = work / f"{name}.onnx"
+            if quant == "int8":
+                quantize(path, graph)
+            else:
+                int8_storage(path, graph, weights=quant == "int8_weights")
+            out.append((name, graph, tok_json, quant, trim))
+    return out
+
+
+def eval_set(cfg: Config, name: str, labels: dict[str, list[str]]) -> pd.DataFrame:
+    """One of ``evaluate.sets`` (real text) as rows with ``text``, ``lang`` and labels."""
+    return read_eval_set(
+        name,
+        to_container(cfg.evaluate.sets),
+        labels,
+        Path(cfg.paths.root),
+        Path(cfg.paths.public_data),
+    )
 
 
 def real_text_metrics(evaluation: Path) -> dict[str, float]:

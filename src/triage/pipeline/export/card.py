@@ -113,12 +113,14 @@ def model_card(manifest: Manifest, report: dict) -> str:
     ]
     for name, result in report["candidates"].items():
         lines.append(
-            f"- {name}: {result['bytes'] / 1e6:.0f} MB, "
+            f"- {name} ({result['backend']}): {result['bytes'] / 1e6:.0f} MB, "
             f"{'passed' if result['passed'] else 'rejected'} ({result['why']})"
         )
     lines += [
         "",
-        f"Shipped: quantization {m.quantization}, vocabulary trimmed: {m.vocab_trimmed}.",
+        f"Shipped: quantization {m.quantization}, vocabulary trimmed: {m.vocab_trimmed}"
+        + (f" ({report['vocab_kept']:,} pieces)" if m.vocab_trimmed else "")
+        + f", backend {m.backend}.",
         "",
         "## Limits",
         "",

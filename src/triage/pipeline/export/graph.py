@@ -1,5 +1,5 @@
 """The ONNX graph: the checkpoint and its temperatures as one graph of calibrated
-probabilities, run as the runtime runs it, and its int8 variant."""
+probabilities, run as the runtime runs it, and its dynamic int8 variant."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import copy
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 import torch
 from tokenizers import Tokenizer
 
@@ -67,7 +67,7 @@ def export_graph(
 
 
 def onnx_outputs(
-    session: ort.InferenceSession,
+    session: Any,
     tokenizer: Tokenizer,
     texts: Sequence[str],
     prefix: str,
@@ -80,12 +80,6 @@ def onnx_outputs(
     tokenizer = copy.deepcopy(tokenizer)
     tokenizer.enable_truncation(max_length)
     return graph_outputs(session, tokenizer, texts, prefix, pad_id, batch_size)
-
-
-def session(path: Path) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def quantize(fp32: Path, out: Path) -> None:

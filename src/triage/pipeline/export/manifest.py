@@ -84,6 +84,7 @@ def build_manifest(
         max_length=meta["max_length"],
         pad_token_id=pad_id,
         quantization=chosen["quantization"],
+        backend=chosen["backend"],
         vocab_trimmed=chosen["vocab_trimmed"],
         fpr_target=calibration["fpr_target"],
         margin=calibration["margin"],

@@ -19,6 +19,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+#: the 8-bit storage variants (``manifest.quantization``): word embeddings only, or those and
+#: every MatMul weight
+STORAGE = ("int8_embedding", "int8_weights")
 #: a Gather over a 2-D float table this large is the word-embedding lookup
 MIN_EMBEDDING_ROWS = 1000
 

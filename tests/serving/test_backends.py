@@ -1,0 +1,106 @@
+"""Compact bundles (issue 18): 8-bit storage, the trimmed vocabulary and each backend, loaded
+with torch blocked and held to the gate against the model's own fp32 export."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pandas as pd
+import pytest
+from sklearn.metrics import f1_score
+
+from tests.serving.test_runtime import BLOCKED_RUN
+from triage.errors import TriageError
+from triage.pipeline import export
+from triage.pipeline.export.storage import STORAGE, int8_storage, symmetric_int8
+from triage.serving.backends import BACKENDS, open_session
+from triage.serving.bundle import read_manifest
+
+
+def test_symmetric_int8_restores_within_half_a_step():
+    w = np.array([[0.5, -2.0, 0.0], [-1.0, 1.0, 0.0]], dtype=np.float32)
+    q, scale = symmetric_int8(w, axis=1)  # one scale per column
+    np.testing.assert_allclose(scale.ravel(), [1 / 127, 2 / 127, 1.0])
+    assert q.dtype == np.int8 and q[1, 0] == -127 and q[0, 1] == -127 and (q[:, 2] == 0).all()
+    assert np.abs(q * scale - w).max() <= scale.max() / 2
+
+
+def test_int8_storage_rewrites_the_embedding_and_every_matmul_weight(bundle, tmp_path):
+    src = bundle / "model.onnx"
+    matmuls = sum(
+        n.op_type == "MatMul"
+        and n.input[1] in {i.name for i in onnx.load(str(src)).graph.initializer}
+        for n in onnx.load(str(src)).graph.node
+    )
+    for quant in STORAGE:
+        out = tmp_path / f"{quant}.onnx"
+        int8_storage(src, out, weights=quant == "int8_weights")
+        graph = onnx.load(str(out)).graph
+        int8 = [i.name for i in graph.initializer if i.data_type == onnx.TensorProto.INT8]
+        dq = [n for n in graph.node if n.op_type == "DequantizeLinear"]
+        assert any("word_embeddings" in name for name in int8)
+        assert len(dq) == (matmuls if quant == "int8_weights" else 0)
+        assert out.stat().st_size < src.stat().st_size
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def compact(request, pipeline, tmp_path_factory):
+    """The tiny model exported on each backend with the trimmed vocabulary and 8-bit storage,
+    the gate opened so that the smallest candidate ships (this test holds it to the gate)."""
+    cfg, _, _ = pipeline
+    cfg = copy.deepcopy(cfg)
+    out = tmp_path_factory.mktemp(f"compact-{request.param}")
+    cfg.export.out_dir, cfg.export.report = str(out / "onnx"), str(out / "export.json")
+    cfg.export.backend, cfg.export.quantize = request.param, False
+    cfg.export.gate.top1_agreement, cfg.export.gate.macro_f1_drop = 0.0, 1.0
+    cfg.export.gate.fpr_rise = cfg.export.gate.ece_rise = 1.0
+    cfg.tracking.enabled = False
+    export.run(cfg)
+    return request.param, out / "onnx", json.loads((out / "export.json").read_text())
+
+
+def test_compact_bundle_without_torch_keeps_to_its_fp32_export(compact, pipeline, tmp_path):
+    backend, bundle, report = compact
+    _, tmp, _ = pipeline
+    manifest = read_manifest(bundle)
+    assert (manifest.backend, manifest.quantization, manifest.vocab_trimmed) == (
+        backend,
+        "int8_weights",
+        True,
+    )
+    assert report["chosen"]["backend"] == backend
+    assert {c["backend"] for c in report["candidates"].values()} == {backend}
+    evaluated = pd.read_parquet(tmp / "evaluation" / "predictions.parquet")  # PyTorch fp32
+    rows = evaluated[["text", "lang"]].to_dict("records")
+    (tmp_path / "in.json").write_text(json.dumps(rows), encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "-c", BLOCKED_RUN, str(bundle), tmp_path / "in.json", tmp_path / "o.json"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "o.json").read_text(encoding="utf-8"))
+    assert result["heavy"] == []
+    for head, spec in manifest.heads.items():
+        ours = np.array(
+            [[p[f"{head}_probs"][label] for label in spec.labels] for p in result["predictions"]]
+        )
+        reference = np.stack(evaluated[f"{head}_probs"].to_numpy())
+        assert (ours.argmax(1) == reference.argmax(1)).mean() >= 0.99
+        y = evaluated[head].map({label: i for i, label in enumerate(spec.labels)})
+        known = y.notna().to_numpy()
+        drop = f1_score(y[known], reference[known].argmax(1), average="macro") - f1_score(
+            y[known], ours[known].argmax(1), average="macro"
+        )
+        assert drop <= 0.005
+
+
+def test_an_unknown_backend_is_refused(bundle):
+    with pytest.raises(TriageError, match="not one of onnxruntime, openvino"):
+        open_session(bundle / "model.onnx", "tensorrt", 1)
