@@ -20,6 +20,7 @@ from triage.pipeline.export.graph import onnx_outputs
 from triage.pipeline.export.vocab import (
     bundle_tokenizer,
     fallback_report,
+    latin_piece,
     trim_vocabulary,
     used_pieces,
 )
@@ -190,6 +191,10 @@ def test_trim_drops_other_scripts_and_keeps_used_pieces():
         "▁",
         *"hallo",
     ]  # neither listed nor used: single characters
+    latin, _ = trim_vocabulary(tokenizer_json, [], "", keep_latin=True)
+    assert bundle_tokenizer(latin).encode("hallo").tokens == ["▁hallo"]  # Latin: kept
+    assert bundle_tokenizer(latin).encode("привет").tokens == ["▁", *"привет"]
+    assert latin_piece("▁café📦!") and not latin_piece("▁привет")
     used, _ = trim_vocabulary(tokenizer_json, ["привет"], "")
     assert "▁привет" in [p for p, _ in used["model"]["vocab"]]
     assert used_pieces(tokenizer_json, ["привет hallo"], "") == {"▁привет", "▁hallo"}

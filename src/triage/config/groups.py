@@ -193,6 +193,7 @@ class ExportVocabConfig:
     """Types only; the values and what they mean are in ``configs/export/default.yaml``."""
 
     pieces: str = MISSING
+    keep_latin: bool = MISSING
     report: str = MISSING
     corpus: dict[str, SourceConfig] = field(default_factory=dict)
     heldout: list[str] = field(default_factory=list)

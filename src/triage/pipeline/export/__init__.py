@@ -181,7 +181,11 @@ def run(cfg: Config) -> Path:
                 for t in load_split(data_dir, split)["text"]
             ]
             trimmed_json, keep = trim_vocabulary(
-                tokenizer_json, corpus, prefix, listed_pieces(Path(ecfg.vocab.pieces))
+                tokenizer_json,
+                corpus,
+                prefix,
+                listed_pieces(Path(ecfg.vocab.pieces)),
+                ecfg.vocab.keep_latin,
             )
             if bundle_tokenizer(trimmed_json).token_to_id(hf_tokenizer.pad_token) != pad_id:
                 raise ConfigError(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -36,11 +37,25 @@ def bundle_tokenizer(tokenizer_json: dict) -> Tokenizer:
     return tokenizer
 
 
+def latin_piece(piece: str) -> bool:
+    """True when every letter of a vocabulary piece is Latin (digits, punctuation, symbols,
+    emoji and combining marks count as any script's)."""
+    return all(
+        not unicodedata.category(c).startswith("L") or "LATIN" in unicodedata.name(c, "")
+        for c in piece
+    )
+
+
 def trim_vocabulary(
-    tokenizer_json: dict, texts: Iterable[str], prefix: str, pieces: Iterable[str] = ()
+    tokenizer_json: dict,
+    texts: Iterable[str],
+    prefix: str,
+    pieces: Iterable[str] = (),
+    keep_latin: bool = False,
 ) -> tuple[dict, np.ndarray]:
-    """Keep the specials, every single-character piece, the pieces ``texts`` use and the
-    listed ``pieces`` (those in the vocabulary; the rest are ignored).
+    """Keep the specials, every single-character piece, the pieces ``texts`` use, the listed
+    ``pieces`` (those in the vocabulary; the rest are ignored) and, with ``keep_latin``, every
+    piece whose letters are all Latin (then any Latin-script text tokenises exactly as before).
 
     Returns:
         The trimmed tokenizer JSON and the kept old ids in new-id order (the rows of the
@@ -147,8 +162,9 @@ log = logging.getLogger(__name__)
 def build(cfg: Config) -> Path:
     """``triage vocab``: the pieces the encoder's tokenizer produces on the corpus
     (``export.vocab.corpus``), written to ``export.vocab.pieces`` for the export's trim, and
-    the trim measured on held-out real text (``export.vocab.heldout``, sets of
-    ``evaluate.sets``) into ``export.vocab.report``."""
+    both trims (the corpus pieces alone, and with every Latin piece: ``keep_latin``) measured
+    on held-out real text (``export.vocab.heldout``, sets of ``evaluate.sets``) into
+    ``export.vocab.report``."""
     from transformers import AutoTokenizer
 
     from triage.encoder.resolve import resolve_encoder
@@ -159,13 +175,16 @@ def build(cfg: Config) -> Path:
     tokenizer_json = json.loads(AutoTokenizer.from_pretrained(encoder).backend_tokenizer.to_str())
     corpus = source_texts(to_container(vcfg.corpus), root, public, where="export.vocab.corpus")
     pieces = sorted(used_pieces(tokenizer_json, corpus, prefix))
-    trimmed_json, keep = trim_vocabulary(tokenizer_json, [], prefix, pieces)
+    trims = {
+        variant: trim_vocabulary(tokenizer_json, [], prefix, pieces, keep_latin)
+        for variant, keep_latin in (("corpus", False), ("corpus_and_latin", True))
+    }
     report: dict = {
         "encoder": cfg.model.encoder,
         "corpus_texts": len(corpus),
         "corpus_pieces": len(pieces),
-        "pieces_kept": len(keep),
         "pieces_full": len(bundle_tokenizer(tokenizer_json).get_vocab()),
+        "pieces_kept": {variant: len(keep) for variant, (_, keep) in trims.items()},
         "heldout": {},
     }
     sets = to_container(cfg.evaluate.sets)
@@ -173,7 +192,10 @@ def build(cfg: Config) -> Path:
         if name not in sets:
             raise ConfigError(f"export.vocab.heldout names {name!r}, not among evaluate.sets")
         texts = source_texts({name: sets[name]}, root, public, where="evaluate.sets")
-        report["heldout"][name] = fallback_report(tokenizer_json, trimmed_json, texts, prefix)
+        report["heldout"][name] = {
+            variant: fallback_report(tokenizer_json, trimmed, texts, prefix)
+            for variant, (trimmed, _) in trims.items()
+        }
     out = Path(vcfg.pieces)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_text(out) as f:
