@@ -20,6 +20,7 @@ from triage.pipeline import export
 from triage.pipeline.export.storage import STORAGE, int8_storage, symmetric_int8
 from triage.serving.backends import BACKENDS, open_session
 from triage.serving.bundle import read_manifest
+from triage.serving.runtime import Runtime
 
 
 def test_symmetric_int8_restores_within_half_a_step():
@@ -74,6 +75,8 @@ def test_compact_bundle_without_torch_keeps_to_its_fp32_export(compact, pipeline
         True,
     )
     assert report["chosen"]["backend"] == backend
+    shown = Runtime.load(bundle).metadata()  # what GET /v1/model shows
+    assert shown["backend"] == backend and shown["precision"] in ("fp32", "bf16")
     assert {c["backend"] for c in report["candidates"].values()} == {backend}
     evaluated = pd.read_parquet(tmp / "evaluation" / "predictions.parquet")  # PyTorch fp32
     rows = evaluated[["text", "lang"]].to_dict("records")

@@ -100,7 +100,10 @@ class OpenVinoSession:
             "CPU",
             {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1},
         )
-        self.precision = str(self._compiled.get_property("INFERENCE_PRECISION_HINT"))
+        hint = self._compiled.get_property("INFERENCE_PRECISION_HINT")  # an ov.Type
+        self.precision = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(
+            hint.to_string(), hint.to_string()
+        )
         self._local = threading.local()
 
         def port(p: Any) -> Port:

@@ -80,7 +80,11 @@ def trim_vocabulary(
         for encoding in tokenizer.encode_batch([prefix + t for t in chunk]):
             used.update(encoding.ids)
     listed = set(pieces)
-    used.update(i for i, p in enumerate(vocab) if p in listed or _single(p))
+    used.update(
+        i
+        for i, p in enumerate(vocab)
+        if p in listed or _single(p) or (keep_latin and latin_piece(p))
+    )
     keep = np.array(sorted(used))
     new_id = {int(old): new for new, old in enumerate(keep)}
     out = copy.deepcopy(tokenizer_json)
