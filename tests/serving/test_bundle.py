@@ -22,7 +22,7 @@ from triage.serving.bundle import (
 
 
 def raw_manifest(**changes) -> dict:
-    """A /3 manifest as the export writes it (without files), with ``changes``."""
+    """A /4 manifest as the export writes it (without files), with ``changes``."""
     raw = {
         "format": FORMAT,
         "package_version": "1.2.3",
@@ -36,6 +36,7 @@ def raw_manifest(**changes) -> dict:
         "max_length": 48,
         "pad_token_id": 0,
         "quantization": "none",
+        "backend": "onnxruntime",
         "vocab_trimmed": False,
         "fpr_target": 0.05,
         "margin": 0.1,
@@ -64,10 +65,11 @@ def test_round_trip_through_the_file(tmp_path):
         (tmp_path / name).write_text(name)
     with_files = manifest.with_files(tmp_path)
     assert set(with_files.files) == {*HASHED_FILES, NOVELTY_FILE}  # the bank is checked too
-    # a /2 manifest (no novelty) reads and writes back without the key
+    # a /2 manifest (no novelty) reads and writes back without the key; it had no backend
+    # either, and runs on onnxruntime
     older = raw_manifest(format="social-triage-bundle/2")
-    del older["novelty"]
-    assert Manifest.from_dict(older).to_dict() == older
+    del older["novelty"], older["backend"]
+    assert Manifest.from_dict(older).to_dict() == {**older, "backend": "onnxruntime"}
     assert set(Manifest.from_dict(older).with_files(tmp_path).files) == set(HASHED_FILES)
     write_manifest(tmp_path, with_files)
     written = json.loads((tmp_path / "manifest.json").read_text(encoding="utf-8"))
