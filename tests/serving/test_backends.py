@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
-import sys
 
 import numpy as np
 import onnx
@@ -14,7 +12,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
-from tests.serving.test_runtime import BLOCKED_RUN
+from tests.serving.test_runtime import blocked_run
 from triage.errors import TriageError
 from triage.pipeline import export
 from triage.pipeline.export.storage import STORAGE, int8_storage, symmetric_int8
@@ -79,16 +77,7 @@ def test_compact_bundle_without_torch_keeps_to_its_fp32_export(compact, pipeline
     assert shown["backend"] == backend and shown["precision"] in ("fp32", "bf16")
     assert {c["backend"] for c in report["candidates"].values()} == {backend}
     evaluated = pd.read_parquet(tmp / "evaluation" / "predictions.parquet")  # PyTorch fp32
-    rows = evaluated[["text", "lang"]].to_dict("records")
-    (tmp_path / "in.json").write_text(json.dumps(rows), encoding="utf-8")
-    done = subprocess.run(
-        [sys.executable, "-c", BLOCKED_RUN, str(bundle), tmp_path / "in.json", tmp_path / "o.json"],
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert done.returncode == 0, done.stderr
-    result = json.loads((tmp_path / "o.json").read_text(encoding="utf-8"))
+    result = blocked_run(bundle, evaluated, tmp_path, timeout=180)
     assert result["heavy"] == []
     for head, spec in manifest.heads.items():
         ours = np.array(

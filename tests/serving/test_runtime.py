@@ -61,17 +61,23 @@ BLOCKED_RUN = textwrap.dedent(
 )
 
 
-def test_runtime_without_torch_matches_the_pytorch_evaluation(bundle, evaluated, tmp_path):
+def blocked_run(bundle, evaluated: pd.DataFrame, tmp_path, timeout: float) -> dict:
+    """:data:`BLOCKED_RUN` on ``evaluated``'s texts and languages in a fresh interpreter:
+    ``predictions`` and ``heavy`` (the torch/transformers modules it imported)."""
     rows = evaluated[["text", "lang"]].to_dict("records")
     (tmp_path / "in.json").write_text(json.dumps(rows), encoding="utf-8")
     done = subprocess.run(
         [sys.executable, "-c", BLOCKED_RUN, str(bundle), tmp_path / "in.json", tmp_path / "o.json"],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
     )
     assert done.returncode == 0, done.stderr
-    result = json.loads((tmp_path / "o.json").read_text(encoding="utf-8"))
+    return json.loads((tmp_path / "o.json").read_text(encoding="utf-8"))
+
+
+def test_runtime_without_torch_matches_the_pytorch_evaluation(bundle, evaluated, tmp_path):
+    result = blocked_run(bundle, evaluated, tmp_path, timeout=120)
     assert result["heavy"] == []
     predictions = result["predictions"]
     manifest = read_manifest(bundle)

@@ -118,12 +118,12 @@ def run(cfg: Config) -> Path:
     thresholds = {h: row_thresholds(heads_cal[h], names, langs) for h, names in labels.items()}
 
     def served(
-        path: Path, tok_json: dict, rows: pd.DataFrame = frame, backend: str = ONNXRUNTIME
+        session: Any, tok_json: dict, rows: pd.DataFrame = frame
     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """A graph's probabilities on ``rows`` as the runtime serves them with ``backend``
+        """A graph session's probabilities on ``rows`` as the runtime serves them
         (per-language temperatures), and its embeddings."""
         probs, embeddings = onnx_outputs(
-            open_session(path, backend, physical_cores()),
+            session,
             bundle_tokenizer(tok_json),
             rows["text"].tolist(),
             prefix,
@@ -158,7 +158,8 @@ def run(cfg: Config) -> Path:
         fp32 = work / "fp32.onnx"
         log.info("exporting the fp32 graph (opset %d)", ecfg.opset)
         export_graph(model, temperatures, pad_id, fp32, ecfg.opset)
-        exported, exported_embeddings = served(fp32, tokenizer_json)
+        fp32_session = open_session(fp32, ONNXRUNTIME, physical_cores())
+        exported, exported_embeddings = served(fp32_session, tokenizer_json)
         report["parity"] = parity(reference, exported, thresholds, margin)
         broken = parity_failures(report["parity"], ecfg.parity_atol)
         if broken:
@@ -199,16 +200,16 @@ def run(cfg: Config) -> Path:
         candidates = smaller_graphs(graphs, work, ecfg)
         sets = {name: eval_set(cfg, name, labels) for name in ecfg.gate_sets}
         set_reference = {
-            name: served(fp32, tokenizer_json, frame, ONNXRUNTIME)[0]
-            for name, frame in sets.items()
+            name: served(fp32_session, tokenizer_json, rows)[0] for name, rows in sets.items()
         }
         for name, path, tok_json, quant, trim in candidates:
-            probs, embeddings = served(path, tok_json, frame, ecfg.backend)
+            candidate_session = open_session(path, ecfg.backend, physical_cores())
+            probs, embeddings = served(candidate_session, tok_json)
             numbers, reasons = gate(exported, probs, targets, labels, ecfg.gate, ecfg.n_bins)
             for set_name, set_frame in sets.items():
                 set_numbers, set_reasons = gate(
                     set_reference[set_name],
-                    served(path, tok_json, set_frame, ecfg.backend)[0],
+                    served(candidate_session, tok_json, set_frame)[0],
                     label_ids(set_frame, labels),
                     labels,
                     ecfg.gate,
