@@ -8,6 +8,7 @@
 #   bash benchmarks/massive.sh en_to_nl    # English only: Dutch zero-shot
 #   bash benchmarks/massive.sh nl_to_en    # Dutch only: English zero-shot
 #   bash benchmarks/massive.sh curve 32    # English + 32 Dutch utterances per intent
+#   bash benchmarks/massive.sh run joint_ls0 massive train.label_smoothing=0  # any variant
 #
 # Needs the public data (paths.public_data, ../shared/data by default).
 set -euo pipefail
@@ -55,8 +56,13 @@ case "${1:-}" in
     per_intent=${2:?give the Dutch utterances per intent, e.g. 32}
     run "curve_nl$per_intent" massive "data.sources.massive.options.train_per_intent.nl=$per_intent"
     ;;
+  run)
+    shift
+    [ $# -ge 2 ] || { sed -n '2,13p' "$0"; exit 2; }
+    run "$@"
+    ;;
   *)
-    sed -n '2,12p' "$0"
+    sed -n '2,13p' "$0"
     exit 2
     ;;
 esac

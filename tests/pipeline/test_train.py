@@ -9,9 +9,12 @@ from sklearn.metrics import accuracy_score, f1_score
 from transformers import AutoModel, AutoTokenizer
 
 from triage.config import load_config
+from triage.errors import ConfigError, MissingInputError
 from triage.modeling.metrics import per_class, summary
 from triage.modeling.model import (
     TriageModel,
+    build_model,
+    encoder_from_checkpoint,
     load_checkpoint,
     multitask_loss,
     predict_proba,
@@ -127,3 +130,49 @@ def test_tracking_can_be_switched_off(root, tiny_encoder, tmp_path):
     out = train(cfg)
     assert not (out / "run_id").exists() and (out / "model.safetensors").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "data"]
+
+
+def test_encoder_from_checkpoint_takes_the_encoder_not_the_heads(tiny_encoder, tmp_path):
+    torch.manual_seed(1)
+    source = build_model(str(tiny_encoder), {"intent": ["x", "y"]}, 0.1)
+    with torch.no_grad():  # a "fine-tuned" encoder: not the pretrained weights any more
+        for p in source.encoder.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_encoder))
+    save_checkpoint(source, tokenizer, tmp_path / "ckpt", {"encoder": "tiny"})
+    encoder = encoder_from_checkpoint(tmp_path / "ckpt", "tiny")
+    torch.testing.assert_close(encoder.state_dict(), source.encoder.state_dict())
+    cut = encoder_from_checkpoint(tmp_path / "ckpt", "tiny", layers=[1])
+    torch.testing.assert_close(
+        cut.encoder.layer[0].state_dict(), source.encoder.encoder.layer[1].state_dict()
+    )
+    with pytest.raises(ConfigError, match=r"trained from model\.encoder='other'"):
+        encoder_from_checkpoint(tmp_path / "ckpt", "other")
+    with pytest.raises(MissingInputError, match="not a triage checkpoint"):
+        encoder_from_checkpoint(tmp_path / "nowhere", "tiny")
+
+
+@pytest.mark.slow
+def test_training_starts_from_another_checkpoints_encoder(root, pipeline, tiny_encoder, tmp_path):
+    """With both learning rates at 0 the new model keeps the pipeline checkpoint's encoder
+    exactly and its own new heads; a second start from a teacher at once is refused."""
+    _, tmp, _ = pipeline
+    overrides = [
+        f"data.out_dir={tmp}/data",
+        f"model.encoder={tiny_encoder}",
+        "model.max_length=48",
+        f"train.init_encoder={tmp}/ckpt",
+        f"train.out_dir={tmp_path}/ckpt",
+        "train.epochs=1",
+        "train.max_train_rows=64",
+        "train.lr=0",
+        "train.head_lr=0",
+        "tracking.enabled=false",
+    ]
+    model, _, _ = load_checkpoint(train(load_config(overrides, root=root)))
+    source, _, _ = load_checkpoint(tmp / "ckpt")
+    torch.testing.assert_close(model.encoder.state_dict(), source.encoder.state_dict())
+    assert not torch.equal(model.heads["intent"].weight, source.heads["intent"].weight)
+    both = load_config([*overrides, f"train.distill.teacher={tmp}/ckpt"], root=root)
+    with pytest.raises(ConfigError, match="both name a start"):
+        train(both)

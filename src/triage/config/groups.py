@@ -124,6 +124,7 @@ class TrainConfig:
     mixed_precision: str = MISSING
     max_train_rows: int | None = MISSING
     eval_batch_size: int = MISSING
+    init_encoder: str | None = MISSING
     distill: DistillConfig = field(default_factory=DistillConfig)
     out_dir: str = MISSING
 

@@ -134,6 +134,30 @@ def keep_layers(encoder: nn.Module, layers: Sequence[int]) -> None:
     encoder.config.num_hidden_layers = len(layers)
 
 
+def encoder_from_checkpoint(
+    path: Path, encoder: str, layers: Sequence[int] | None = None
+) -> nn.Module:
+    """The fine-tuned encoder of a transformer checkpoint, its heads left behind: the start of a
+    new training on other labels (intermediate training, ``train.init_encoder``); ``layers``
+    keeps only those of its layers, as in :func:`build_model`.
+
+    Raises:
+        MissingInputError: ``path`` is not a checkpoint.
+        ConfigError: it holds another kind of model, or was trained from another encoder.
+    """
+    meta = read_meta(path)
+    if meta.get("kind") != KIND or meta.get("encoder") != encoder:
+        raise ConfigError(
+            f"train.init_encoder={path} holds a {meta.get('kind')} model on encoder "
+            f"{meta.get('encoder')!r}; start from a transformer checkpoint trained from "
+            f"model.encoder={encoder!r}"
+        )
+    source, _, _ = load_checkpoint(path)
+    if layers is not None:
+        keep_layers(source.encoder, layers)
+    return source.encoder
+
+
 def _encoder_kwargs(path_or_config: Any) -> dict[str, Any]:
     # BERT-style encoders build a pooler we never use (e5 is mean-pooled; the converted copy has
     # none): leave it out instead of carrying random weights and a "missing keys" warning.

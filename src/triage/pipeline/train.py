@@ -35,8 +35,10 @@ from triage.modeling.augment import style_variant
 from triage.modeling.distill import check_teacher, soft_target_loss, teacher_logits
 from triage.modeling.metrics import score
 from triage.modeling.model import (
+    TriageModel,
     build_model,
     encode,
+    encoder_from_checkpoint,
     keep_layers,
     load_checkpoint,
     multitask_loss,
@@ -168,13 +170,22 @@ def run(cfg: Config, on_epoch: Callable[[int, dict[str, float]], None] | None = 
 
     encoder_path = resolve_encoder(mcfg.encoder, mcfg.cache_dir)
     tokenizer = AutoTokenizer.from_pretrained(encoder_path)
-    if tcfg.distill.teacher and tcfg.distill.init_from_teacher:
+    from_teacher = bool(tcfg.distill.teacher and tcfg.distill.init_from_teacher)
+    if from_teacher and tcfg.init_encoder:
+        raise ConfigError(
+            "train.init_encoder and train.distill.init_from_teacher both name a start: set "
+            "train.distill.init_from_teacher=false or train.init_encoder=null"
+        )
+    if from_teacher:
         # the student starts as the teacher with layers left out (its heads included)
         model, _, _ = load_checkpoint(Path(tcfg.distill.teacher))
         check_teacher(tcfg.distill.teacher, model.labels, labels)
         if mcfg.layers is not None:
             keep_layers(model.encoder, mcfg.layers)
         model.dropout.p = mcfg.dropout
+    elif tcfg.init_encoder:
+        encoder = encoder_from_checkpoint(Path(tcfg.init_encoder), mcfg.encoder, mcfg.layers)
+        model = TriageModel(encoder, labels, mcfg.dropout)
     else:
         model = build_model(encoder_path, labels, mcfg.dropout, mcfg.layers)
     freeze(model, tcfg.freeze_embeddings, tcfg.freeze_layers)
