@@ -8,7 +8,7 @@
 #
 #   bash benchmarks/intermediate.sh default 14
 #   bash benchmarks/intermediate.sh massive 13
-#   .venv/bin/python benchmarks/sentiment_table.py intermediate-   # the runs side by side
+#   .venv/bin/python benchmarks/intermediate_table.py   # the runs and their seed means
 #
 # `massive` needs the MASSIVE joint model first (bash benchmarks/massive.sh joint).
 set -euo pipefail
