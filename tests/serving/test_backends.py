@@ -13,10 +13,12 @@ import pytest
 from sklearn.metrics import f1_score
 
 from tests.serving.test_runtime import blocked_run
+from triage.batching import padded_batches
 from triage.errors import TriageError
 from triage.pipeline import export
+from triage.pipeline.export.static import static_int8
 from triage.pipeline.export.storage import STORAGE, int8_storage, symmetric_int8
-from triage.serving.backends import BACKENDS, open_session
+from triage.serving.backends import BACKENDS, STATIC_INT8, open_session, session_options
 from triage.serving.bundle import read_manifest
 from triage.serving.runtime import Runtime
 
@@ -65,7 +67,6 @@ def compact(request, pipeline, tmp_path_factory):
 
 def test_compact_bundle_without_torch_keeps_to_its_fp32_export(compact, pipeline, tmp_path):
     backend, bundle, report = compact
-    _, tmp, _ = pipeline
     manifest = read_manifest(bundle)
     assert (manifest.backend, manifest.quantization, manifest.vocab_trimmed) == (
         backend,
@@ -76,6 +77,100 @@ def test_compact_bundle_without_torch_keeps_to_its_fp32_export(compact, pipeline
     shown = Runtime.load(bundle).metadata()  # what GET /v1/model shows
     assert shown["backend"] == backend and shown["precision"] in ("fp32", "bf16")
     assert {c["backend"] for c in report["candidates"].values()} == {backend}
+    assert_within_gate(bundle, pipeline, tmp_path)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def static(request, pipeline, tmp_path_factory):
+    """The tiny model exported on each backend with NNCF's int8 as the only candidate besides
+    the trimmed vocabulary (authored text only), the gate opened so that it ships."""
+    cfg, _, _ = pipeline
+    cfg = copy.deepcopy(cfg)
+    out = tmp_path_factory.mktemp(f"static-{request.param}")
+    cfg.export.out_dir, cfg.export.report = str(out / "onnx"), str(out / "export.json")
+    cfg.export.backend = request.param
+    cfg.export.quantize = cfg.export.int8_storage = False
+    cfg.export.static_int8.enabled, cfg.export.static_int8.real_text = True, []
+    cfg.export.gate.top1_agreement, cfg.export.gate.macro_f1_drop = 0.0, 1.0
+    cfg.export.gate.fpr_rise = cfg.export.gate.ece_rise = 1.0
+    cfg.tracking.enabled = False
+    export.run(cfg)
+    return request.param, out / "onnx", json.loads((out / "export.json").read_text())
+
+
+def test_static_int8_bundle_without_torch_keeps_to_its_fp32_export(static, pipeline, tmp_path):
+    backend, bundle, report = static
+    _, tmp, _ = pipeline
+    manifest = read_manifest(bundle)
+    assert (manifest.backend, manifest.quantization) == (backend, STATIC_INT8)
+    assert report["chosen"]["quantization"] == STATIC_INT8
+    val = pd.read_parquet(tmp / "data" / "val.parquet")
+    assert report["static_int8"]["validation_messages"] == len(val)
+    graph = onnx.load(str(bundle / "model.onnx")).graph
+    assert any(n.op_type == "QuantizeLinear" for n in graph.node)  # int8 activations
+    assert Runtime.load(bundle).metadata()["precision"] == "int8"
+    assert_within_gate(bundle, pipeline, tmp_path)
+
+
+def test_accuracy_control_puts_operations_back_into_float(bundle, pipeline, tmp_path):
+    """At max_drop 0 the int8 graph must keep every top label of the float graph on the
+    validation messages: accuracy control leaves in float what int8 would change."""
+    from tokenizers import Tokenizer
+
+    _, tmp, _ = pipeline
+    tokenizer = Tokenizer.from_file(str(bundle / "tokenizer.json"))
+    manifest = read_manifest(bundle)
+    tokenizer.enable_truncation(manifest.max_length)
+
+    def ids(split: str) -> list[list[int]]:
+        texts = pd.read_parquet(tmp / "data" / f"{split}.parquet")["text"]
+        return [e.ids for e in tokenizer.encode_batch([manifest.input_prefix + t for t in texts])]
+
+    validation, out = ids("test"), tmp_path / "int8.onnx"
+    outcome = static_int8(
+        bundle / "model.onnx",
+        out,
+        ids("train"),
+        validation,
+        manifest.pad_token_id,
+        "onnxruntime",
+        0.0,
+        100,
+        1,
+    )
+    assert outcome["matmuls_in_float"] > 0 and outcome["validation_agreement"] == 1.0
+
+    def top_labels(path, quantization):
+        session = open_session(path, "onnxruntime", 1, quantization)
+        names = [o.name for o in session.get_outputs() if o.name.endswith("_probs")]
+        return [
+            np.concatenate(
+                [
+                    session.run(names, {"input_ids": i, "attention_mask": m})[h].argmax(1)
+                    for _, i, m in padded_batches(validation, manifest.pad_token_id, 32)
+                ]
+            )
+            for h in range(len(names))
+        ]
+
+    for ours, reference in zip(
+        top_labels(out, STATIC_INT8), top_labels(bundle / "model.onnx", "none"), strict=True
+    ):
+        assert (ours == reference).all()
+
+
+def test_only_static_int8_graphs_keep_onnxruntime_qdq_fusion():
+    key = "session.disable_quant_qdq"
+    assert session_options(1).get_session_config_entry(key) == "1"
+    with pytest.raises(RuntimeError, match="does not have configuration"):
+        session_options(1, STATIC_INT8).get_session_config_entry(key)
+
+
+def assert_within_gate(bundle, pipeline, tmp_path) -> None:
+    """The bundle, run with torch blocked, keeps the PyTorch evaluation's top label on 99% of
+    the test messages and its macro-F1 within half a point, per head."""
+    _, tmp, _ = pipeline
+    manifest = read_manifest(bundle)
     evaluated = pd.read_parquet(tmp / "evaluation" / "predictions.parquet")  # PyTorch fp32
     result = blocked_run(bundle, evaluated, tmp_path, timeout=180)
     assert result["heavy"] == []

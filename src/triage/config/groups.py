@@ -201,6 +201,19 @@ class ExportVocabConfig:
 
 
 @dataclass
+class ExportStaticInt8Config:
+    """Types only; the values and what they mean are in ``configs/export/default.yaml``."""
+
+    enabled: bool = MISSING
+    calibration_messages: int = MISSING
+    split: str = MISSING
+    real_text: list[str] = field(default_factory=list)
+    real_text_messages: int = MISSING
+    max_drop: float = MISSING
+    max_reverted: int = MISSING
+
+
+@dataclass
 class ExportConfig:
     """Types only; the values and what they mean are in ``configs/export/default.yaml``."""
 
@@ -211,6 +224,7 @@ class ExportConfig:
     parity_atol: float = MISSING
     quantize: bool = MISSING
     int8_storage: bool = MISSING
+    static_int8: ExportStaticInt8Config = field(default_factory=ExportStaticInt8Config)
     trim_vocab: bool = MISSING
     vocab: ExportVocabConfig = field(default_factory=ExportVocabConfig)
     backend: str = MISSING

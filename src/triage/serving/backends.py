@@ -24,10 +24,16 @@ OPENVINO = "openvino"
 BACKENDS = (ONNXRUNTIME, OPENVINO)
 
 
-def session_options(threads: int) -> ort.SessionOptions:
+#: ``manifest.quantization`` of a graph with int8 activations between QuantizeLinear and
+#: DequantizeLinear pairs (export's NNCF candidate, :mod:`triage.pipeline.export.static`)
+STATIC_INT8 = "int8_static"
+
+
+def session_options(threads: int, quantization: str = "none") -> ort.SessionOptions:
     """onnxruntime options for small-batch CPU inference: all graph optimisations, ``threads``
     intra-op threads, sequential execution, and worker threads that sleep instead of spinning
-    between operators."""
+    between operators; QDQ fusion (int8 kernels) only for a graph of ``quantization``
+    int8_static."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -38,21 +44,25 @@ def session_options(threads: int) -> ort.SessionOptions:
     # single-message p50 11.4 ms without spinning against 21.2 ms with it.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     # int8-stored weights (export's int8_weights): constant folding turns each weight's
-    # DequantizeLinear into an fp32 initializer at load, so the arithmetic is fp32. Our graphs
-    # have no quantised activations, so there are no QDQ node units this would leave unfused.
-    options.add_session_config_entry("session.disable_quant_qdq", "1")
+    # DequantizeLinear into an fp32 initializer at load, so the arithmetic is fp32. Only
+    # int8_static graphs have quantised activations, whose QDQ node units must stay fused.
+    if quantization != STATIC_INT8:
+        options.add_session_config_entry("session.disable_quant_qdq", "1")
     return options
 
 
-def open_session(path: Path, backend: str, threads: int) -> Any:
-    """A session on ``path`` with ``backend`` and ``threads`` threads.
+def open_session(path: Path, backend: str, threads: int, quantization: str = "none") -> Any:
+    """A session on ``path`` (a graph of ``manifest.quantization`` ``quantization``) with
+    ``backend`` and ``threads`` threads.
 
     Raises:
         BundleError: an unknown backend, or OpenVINO named but not installed.
     """
     if backend == ONNXRUNTIME:
         return ort.InferenceSession(
-            str(path), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
+            str(path),
+            sess_options=session_options(threads, quantization),
+            providers=["CPUExecutionProvider"],
         )
     if backend == OPENVINO:
         return OpenVinoSession(path, threads)

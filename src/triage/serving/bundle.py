@@ -138,7 +138,8 @@ class Manifest:
     pad_token_id: int
     # "none"; "int8" (dynamic: int8 weights and activations); "int8_embedding" (int8 word
     # embeddings, gathered and dequantised) or "int8_weights" (those and int8-stored MatMul
-    # weights; float compute): pipeline/export/storage.py
+    # weights; float compute): pipeline/export/storage.py; "int8_static" (int8 weights and
+    # activations calibrated by NNCF, some operations left in float): pipeline/export/static.py
     quantization: str | None = None
     backend: str = "onnxruntime"  # serving.backends: onnxruntime or openvino
     vocab_trimmed: bool | None = None

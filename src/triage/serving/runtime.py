@@ -31,7 +31,7 @@ from triage.batching import padded_batches
 from triage.io import sha256_file
 from triage.novelty import NoveltySpec, load_bank
 from triage.routing import HeadDecision, RoutingTable, decide_head, route
-from triage.serving.backends import open_session
+from triage.serving.backends import STATIC_INT8, open_session
 from triage.serving.bundle import (
     EMBEDDING_OUTPUT,
     MODEL_FILE,
@@ -240,7 +240,12 @@ class Runtime:
         for name in (MODEL_FILE, TOKENIZER_FILE, ROUTING_FILE):
             if not (folder / name).is_file():
                 raise BundleError(f"{folder / name} is missing; re-run `triage export`")
-        session = open_session(folder / MODEL_FILE, manifest.backend, threads or physical_cores())
+        session = open_session(
+            folder / MODEL_FILE,
+            manifest.backend,
+            threads or physical_cores(),
+            manifest.quantization or "none",
+        )
         embedded = session.get_modelmeta().custom_metadata_map.get("manifest")
         if (
             embedded is not None
@@ -402,8 +407,8 @@ class Runtime:
 
     @property
     def precision(self) -> str:
-        """The arithmetic the backend runs: OpenVINO's choice for this CPU (bf16 or f32), else
-        int8 for a dynamically quantised graph and fp32 for every other."""
-        return getattr(
-            self.session, "precision", "int8" if self.manifest.quantization == "int8" else "fp32"
-        )
+        """The arithmetic the backend runs: int8 for a graph with int8 activations (dynamic
+        or static), else OpenVINO's choice for this CPU (bf16 or f32) or fp32."""
+        if self.manifest.quantization in ("int8", STATIC_INT8):
+            return "int8"
+        return getattr(self.session, "precision", "fp32")

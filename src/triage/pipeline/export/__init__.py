@@ -25,12 +25,14 @@ Writes ``{export.out_dir}`` (``models/onnx``), everything a service needs and no
 Gates, in order: (1) parity: the fp32 graph against PyTorch on the test split (max absolute
 difference, top-label agreement, identical threshold decisions); export fails when it breaks.
 (2) candidates that shrink the bundle (the trimmed vocabulary, 8-bit storage, dynamic int8, on
-the full and the trimmed vocabulary), run on ``export.backend``, are kept only when they stay
+the full and the trimmed vocabulary; NNCF's static int8 on the smallest of those two), run on
+``export.backend``, are kept only when they stay
 within ``export.gate`` of the fp32 graph on the same messages (and on ``export.gate_sets``);
 the smallest that passes ships.
 
 The parts: :mod:`.graph` (torch -> ONNX, int8), :mod:`.vocab` (the trimmed vocabulary and
-``triage vocab``), :mod:`.storage` (8-bit storage with float compute),
+``triage vocab``), :mod:`.storage` (8-bit storage with float compute), :mod:`.static` (int8
+compute calibrated by NNCF),
 :mod:`.gates` (parity, the candidates' gate, the bundle's numbers), :mod:`.manifest` (the manifest
 and the bundle folder), :mod:`.card` (the model card).
 """
@@ -41,6 +43,7 @@ import json
 import logging
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +52,7 @@ import pandas as pd
 
 from triage.config import Config, ExportConfig, to_container
 from triage.data.splits import label_ids, load_split
+from triage.data.texts import source_texts
 from triage.errors import ConfigError, GateError
 from triage.io import write_json
 from triage.modeling.calibration import calibrated_probs, load_calibration, row_thresholds
@@ -58,6 +62,7 @@ from triage.novelty import NoveltySpec
 from triage.pipeline.export.gates import bundle_metrics, fmt, gate, parity, parity_failures
 from triage.pipeline.export.graph import export_graph, onnx_outputs, quantize
 from triage.pipeline.export.manifest import build_manifest, language_temperatures, write_bundle
+from triage.pipeline.export.static import static_int8
 from triage.pipeline.export.storage import STORAGE, int8_storage
 from triage.pipeline.export.vocab import (
     bundle_tokenizer,
@@ -67,7 +72,7 @@ from triage.pipeline.export.vocab import (
 )
 from triage.routing import RoutingTable
 from triage.schema import SPLITS
-from triage.serving.backends import ONNXRUNTIME, open_session
+from triage.serving.backends import ONNXRUNTIME, STATIC_INT8, open_session
 from triage.serving.bundle import CARD_FILE, MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE
 from triage.serving.runtime import apply_language_temperatures, physical_cores
 from triage.tracking import add_to_checkpoint_run
@@ -84,6 +89,12 @@ def run(cfg: Config) -> Path:
         raise ConfigError(
             f"{checkpoint} holds a {kind} model; only transformer checkpoints export: point "
             "export.checkpoint at `triage train`'s folder"
+        )
+    static = ecfg.static_int8
+    if static.enabled and (static.split == ecfg.split or static.split not in SPLITS):
+        raise ConfigError(
+            f"export.static_int8.split={static.split!r}: name one of {', '.join(SPLITS)} other "
+            f"than export.split ({ecfg.split!r}), whose messages the gate judges"
         )
     model, hf_tokenizer, meta = load_checkpoint(checkpoint)
     calibration = load_calibration(Path(ecfg.calibration))
@@ -198,12 +209,17 @@ def run(cfg: Config) -> Path:
             export_graph(trimmed_model(model, keep), temperatures, pad_id, trimmed, ecfg.opset)
             graphs.append(("trimmed", trimmed, trimmed_json, True))
         candidates = smaller_graphs(graphs, work, ecfg)
+        if static.enabled:
+            candidate, report["static_int8"] = static_candidate(
+                cfg, graphs[-1], work, prefix, max_length, pad_id
+            )
+            candidates.append(candidate)
         sets = {name: eval_set(cfg, name, labels) for name in ecfg.gate_sets}
         set_reference = {
             name: served(fp32_session, tokenizer_json, rows)[0] for name, rows in sets.items()
         }
         for name, path, tok_json, quant, trim in candidates:
-            candidate_session = open_session(path, ecfg.backend, physical_cores())
+            candidate_session = open_session(path, ecfg.backend, physical_cores(), quant)
             probs, embeddings = served(candidate_session, tok_json)
             numbers, reasons = gate(exported, probs, targets, labels, ecfg.gate, ecfg.n_bins)
             for set_name, set_frame in sets.items():
@@ -293,6 +309,76 @@ def smaller_graphs(
     return out
 
 
+def static_candidate(
+    cfg: Config,
+    base: tuple[str, Path, dict, bool],
+    work: Path,
+    prefix: str,
+    max_length: int,
+    pad_id: int,
+) -> tuple[tuple[str, Path, dict, str, bool], dict[str, float]]:
+    """The int8-compute candidate (:mod:`.static`) of one base graph (name, graph, tokenizer,
+    vocabulary trimmed), with int8 word embeddings, as :func:`smaller_graphs` lists candidates;
+    and what it took (messages, MatMuls left in float, validation agreement, seconds)."""
+    ecfg, data_dir = cfg.export, Path(cfg.data.out_dir)
+    scfg = ecfg.static_int8
+    base_name, path, tok_json, trim = base
+    tokenizer = bundle_tokenizer(tok_json)
+    tokenizer.enable_truncation(max_length)
+
+    def token_ids(texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in tokenizer.encode_batch([prefix + t for t in texts])]
+
+    train = load_split(data_dir, "train")["text"]
+    calibration = train.sample(min(scfg.calibration_messages, len(train)), random_state=0)
+    calibration_texts = calibration.tolist()
+    validation_texts = load_split(data_dir, scfg.split)["text"].tolist()
+    corpus = to_container(ecfg.vocab.corpus)
+    for source in scfg.real_text:
+        if source not in corpus:
+            raise ConfigError(
+                f"export.static_int8.real_text names {source!r}, not among export.vocab.corpus"
+            )
+        texts = source_texts(
+            {source: corpus[source]},
+            Path(cfg.paths.root),
+            Path(cfg.paths.public_data),
+            max_rows=2 * scfg.real_text_messages,
+            where="export.static_int8.real_text",
+        )
+        calibration_texts += texts[::2]
+        validation_texts += texts[1::2]
+    name = f"{base_name}_{STATIC_INT8}".lstrip("_")
+    embedding_int8, graph = work / f"{name}_embedding.onnx", work / f"{name}.onnx"
+    int8_storage(path, embedding_int8, weights=False)
+    log.info(
+        "%s: NNCF int8, ranges from %d messages, accuracy control on %d",
+        name,
+        len(calibration_texts),
+        len(validation_texts),
+    )
+    started = time.monotonic()
+    outcome = static_int8(
+        embedding_int8,
+        graph,
+        token_ids(calibration_texts),
+        token_ids(validation_texts),
+        pad_id,
+        ecfg.backend,
+        scfg.max_drop,
+        scfg.max_reverted,
+        physical_cores(),
+    )
+    took = {
+        "calibration_messages": float(len(calibration_texts)),
+        "validation_messages": float(len(validation_texts)),
+        **outcome,
+        "seconds": time.monotonic() - started,
+    }
+    log.info("%s: %s", name, fmt(took))
+    return (name, graph, tok_json, STATIC_INT8, trim), took
+
+
 def eval_set(cfg: Config, name: str, labels: dict[str, list[str]]) -> pd.DataFrame:
     """One of ``evaluate.sets`` (real text) as rows with ``text``, ``lang`` and labels."""
     return read_eval_set(
@@ -318,6 +404,7 @@ def _numbers(report: dict) -> dict[str, float]:
     out = {f"parity/{k}": v for k, v in report["parity"].items()}
     out.update({f"bundle_test/{k}": v for k, v in report["bundle_test"].items()})
     out.update({f"novelty/{k}": v for k, v in report.get("novelty", {}).items()})
+    out.update({f"static_int8/{k}": v for k, v in report.get("static_int8", {}).items()})
     for name, result in report["candidates"].items():
         out.update(
             {
