@@ -289,6 +289,26 @@ def test_the_baseline_does_not_export(pipeline, tmp_path):
         export.run(cfg)
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"split": "test"}, "static_int8.split='test'"),
+        ({"split": "holdout"}, "static_int8.split='holdout'"),
+        ({"max_reverted": 0}, "max_reverted=0: at least 1"),
+    ],
+)
+def test_static_int8_settings_are_checked_before_any_work(pipeline, tmp_path, override, message):
+    cfg, _, _ = pipeline
+    cfg = copy.deepcopy(cfg)
+    cfg.export.out_dir = str(tmp_path / "onnx")
+    cfg.export.static_int8.enabled = True
+    for key, value in override.items():
+        setattr(cfg.export.static_int8, key, value)
+    with pytest.raises(ConfigError, match=message):
+        export.run(cfg)
+    assert not (tmp_path / "onnx").exists()
+
+
 def test_int8_candidate_goes_through_the_gate(pipeline, tmp_path):
     """Int8 is tried and judged by the gate; shipped only when it passes every limit (the tiny
     model passes on some machines and not on others, so both outcomes are checked as such)."""

@@ -96,6 +96,11 @@ def run(cfg: Config) -> Path:
             f"export.static_int8.split={static.split!r}: name one of {', '.join(SPLITS)} other "
             f"than export.split ({ecfg.split!r}), whose messages the gate judges"
         )
+    if static.enabled and static.max_reverted < 1:
+        raise ConfigError(
+            f"export.static_int8.max_reverted={static.max_reverted}: at least 1 (for no accuracy "
+            "control, set export.static_int8.max_drop=1.0)"
+        )
     model, hf_tokenizer, meta = load_checkpoint(checkpoint)
     calibration = load_calibration(Path(ecfg.calibration))
     labels = model.labels

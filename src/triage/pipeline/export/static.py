@@ -106,6 +106,7 @@ def static_int8(
             max_drop=max_drop,
             model_type=nncf.ModelType.TRANSFORMER,
             subset_size=len(feeds),
+            # the graph is smoothed already (see the module's docstring)
             advanced_quantization_parameters=AdvancedQuantizationParameters(
                 smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=-1)
             ),
