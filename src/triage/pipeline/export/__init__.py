@@ -26,15 +26,13 @@ Gates, in order: (1) parity: the fp32 graph against PyTorch on the test split (m
 difference, top-label agreement, identical threshold decisions); export fails when it breaks.
 (2) candidates that shrink the bundle (the trimmed vocabulary, 8-bit storage, dynamic int8, on
 the full and the trimmed vocabulary; NNCF's static int8 on the smallest of those two), run on
-``export.backend``, are kept only when they stay
-within ``export.gate`` of the fp32 graph on the same messages (and on ``export.gate_sets``);
-the smallest that passes ships.
+``export.backend``, are kept only when they stay within ``export.gate`` of the fp32 graph on
+the same messages (and on ``export.gate_sets``); the smallest that passes ships.
 
 The parts: :mod:`.graph` (torch -> ONNX, int8), :mod:`.vocab` (the trimmed vocabulary and
 ``triage vocab``), :mod:`.storage` (8-bit storage with float compute), :mod:`.static` (int8
-compute calibrated by NNCF),
-:mod:`.gates` (parity, the candidates' gate, the bundle's numbers), :mod:`.manifest` (the manifest
-and the bundle folder), :mod:`.card` (the model card).
+arithmetic calibrated by NNCF), :mod:`.gates` (parity, the candidates' gate, the bundle's
+numbers), :mod:`.manifest` (the manifest and the bundle folder), :mod:`.card` (the model card).
 """
 
 from __future__ import annotations
