@@ -53,16 +53,9 @@ def test_int8_storage_rewrites_the_embedding_and_every_matmul_weight(bundle, tmp
 def compact(request, pipeline, tmp_path_factory):
     """The tiny model exported on each backend with the trimmed vocabulary and 8-bit storage,
     the gate opened so that the smallest candidate ships (this test holds it to the gate)."""
-    cfg, _, _ = pipeline
-    cfg = copy.deepcopy(cfg)
-    out = tmp_path_factory.mktemp(f"compact-{request.param}")
-    cfg.export.out_dir, cfg.export.report = str(out / "onnx"), str(out / "export.json")
-    cfg.export.backend, cfg.export.quantize = request.param, False
-    cfg.export.gate.top1_agreement, cfg.export.gate.macro_f1_drop = 0.0, 1.0
-    cfg.export.gate.fpr_rise = cfg.export.gate.ece_rise = 1.0
-    cfg.tracking.enabled = False
-    export.run(cfg)
-    return request.param, out / "onnx", json.loads((out / "export.json").read_text())
+    cfg = copy.deepcopy(pipeline[0])
+    cfg.export.quantize = False
+    return open_gate_export(cfg, request.param, tmp_path_factory.mktemp(f"compact-{request.param}"))
 
 
 def test_compact_bundle_without_torch_keeps_to_its_fp32_export(compact, pipeline, tmp_path):
@@ -84,18 +77,22 @@ def test_compact_bundle_without_torch_keeps_to_its_fp32_export(compact, pipeline
 def static(request, pipeline, tmp_path_factory):
     """The tiny model exported on each backend with NNCF's int8 as the only candidate besides
     the trimmed vocabulary (authored text only), the gate opened so that it ships."""
-    cfg, _, _ = pipeline
-    cfg = copy.deepcopy(cfg)
-    out = tmp_path_factory.mktemp(f"static-{request.param}")
-    cfg.export.out_dir, cfg.export.report = str(out / "onnx"), str(out / "export.json")
-    cfg.export.backend = request.param
+    cfg = copy.deepcopy(pipeline[0])
     cfg.export.quantize = cfg.export.int8_storage = False
     cfg.export.static_int8.enabled, cfg.export.static_int8.real_text = True, []
+    return open_gate_export(cfg, request.param, tmp_path_factory.mktemp(f"static-{request.param}"))
+
+
+def open_gate_export(cfg, backend: str, out) -> tuple[str, object, dict]:
+    """Export ``cfg`` on ``backend`` into ``out`` with the gate opened (every candidate passes,
+    so the smallest ships); returns the backend, the bundle folder and the export report."""
+    cfg.export.out_dir, cfg.export.report = str(out / "onnx"), str(out / "export.json")
+    cfg.export.backend = backend
     cfg.export.gate.top1_agreement, cfg.export.gate.macro_f1_drop = 0.0, 1.0
     cfg.export.gate.fpr_rise = cfg.export.gate.ece_rise = 1.0
     cfg.tracking.enabled = False
     export.run(cfg)
-    return request.param, out / "onnx", json.loads((out / "export.json").read_text())
+    return backend, out / "onnx", json.loads((out / "export.json").read_text())
 
 
 def test_static_int8_bundle_without_torch_keeps_to_its_fp32_export(static, pipeline, tmp_path):

@@ -118,6 +118,11 @@ def apply_language_temperatures(
     return probs
 
 
+def token_ids(tokenizer: Tokenizer, texts: Sequence[str], prefix: str) -> list[list[int]]:
+    """``prefix + text`` tokenised with ``tokenizer`` as it is set up (truncation included)."""
+    return [e.ids for e in tokenizer.encode_batch([prefix + t for t in texts])]
+
+
 def graph_outputs(
     session: Any,
     tokenizer: Tokenizer,
@@ -134,7 +139,7 @@ def graph_outputs(
     texts are sorted by token length and each chunk of ``batch_size`` is padded to its own
     longest sequence, never to the maximum length.
     """
-    ids = [e.ids for e in tokenizer.encode_batch([prefix + t for t in texts])]
+    ids = token_ids(tokenizer, texts, prefix)
     outputs = [
         o for o in session.get_outputs() if o.name.endswith("_probs") or o.name == EMBEDDING_OUTPUT
     ]

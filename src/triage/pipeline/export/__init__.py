@@ -72,7 +72,7 @@ from triage.routing import RoutingTable
 from triage.schema import SPLITS
 from triage.serving.backends import ONNXRUNTIME, STATIC_INT8, open_session
 from triage.serving.bundle import CARD_FILE, MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE
-from triage.serving.runtime import apply_language_temperatures, physical_cores
+from triage.serving.runtime import apply_language_temperatures, physical_cores, token_ids
 from triage.tracking import add_to_checkpoint_run
 
 log = logging.getLogger(__name__)
@@ -328,10 +328,6 @@ def static_candidate(
     base_name, path, tok_json, trim = base
     tokenizer = bundle_tokenizer(tok_json)
     tokenizer.enable_truncation(max_length)
-
-    def token_ids(texts: list[str]) -> list[list[int]]:
-        return [e.ids for e in tokenizer.encode_batch([prefix + t for t in texts])]
-
     train = load_split(data_dir, "train")["text"]
     calibration = train.sample(min(scfg.calibration_messages, len(train)), random_state=0)
     calibration_texts = calibration.tolist()
@@ -364,8 +360,8 @@ def static_candidate(
     outcome = static_int8(
         embedding_int8,
         graph,
-        token_ids(calibration_texts),
-        token_ids(validation_texts),
+        token_ids(tokenizer, calibration_texts, prefix),
+        token_ids(tokenizer, validation_texts, prefix),
         pad_id,
         ecfg.backend,
         scfg.max_drop,

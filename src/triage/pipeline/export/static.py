@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -190,13 +191,13 @@ class Sessions:
         return self._session
 
 
-class _quiet_nncf:
-    """NNCF logs every step at INFO with progress bars; keep its warnings only."""
-
-    def __enter__(self) -> None:
-        self._logger = logging.getLogger("nncf")
-        self._level = self._logger.level
-        self._logger.setLevel(logging.WARNING)
-
-    def __exit__(self, *exc: object) -> None:
-        self._logger.setLevel(self._level)
+@contextmanager
+def _quiet_nncf() -> Iterator[None]:
+    """NNCF logs every step at INFO (its progress bars stay); keep its warnings only."""
+    logger = logging.getLogger("nncf")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
