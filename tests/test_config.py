@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.conftest import ROOT
 from triage.config import ConfigError, load_config
 
 DATA_CONFIGS = ["authored", "social", "banking77", "clinc150"]
@@ -61,3 +62,14 @@ def test_every_experiment_composes_and_overrides_only_what_changes(root, experim
         "lr",
     }
     assert cfg.data == base.data
+
+
+TRAIN_CONFIGS = sorted(p.stem for p in (ROOT / "configs" / "train").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("train", TRAIN_CONFIGS)
+def test_every_train_config_composes(root, train):
+    cfg = load_config([f"train={train}"], root=root)
+    assert cfg.train.epochs > 0
+    if train.startswith("distill"):
+        assert cfg.train.distill.teacher and "massive" in cfg.train.distill.unlabelled

@@ -15,7 +15,7 @@ from triage.config import ExportGateConfig
 from triage.errors import ConfigError, GateError
 from triage.io import sha256_file
 from triage.pipeline import export
-from triage.pipeline.export.gates import gate, parity, parity_failures
+from triage.pipeline.export.gates import decisions_changed, gate, parity, parity_failures
 from triage.pipeline.export.graph import onnx_outputs
 from triage.pipeline.export.vocab import (
     bundle_tokenizer,
@@ -209,16 +209,33 @@ def test_gate_passes_identical_and_rejects_a_flipped_class():
     rng = np.random.default_rng(0)
     probs = rng.dirichlet(np.ones(3), size=200).astype(np.float32)
     y = probs.argmax(1)
-    numbers, reasons = gate({"intent": probs}, {"intent": probs}, {"intent": y}, labels, LIMITS, 10)
+    automatic = {"intent": np.zeros((200, 3))}  # every message automated: a flip is a decision
+
+    def run_gate(candidate):
+        return gate({"intent": probs}, candidate, {"intent": y}, labels, LIMITS, 10, automatic, 0)
+
+    numbers, reasons = run_gate({"intent": probs})
     assert reasons == [] and numbers["intent/top1_agreement"] == 1.0
+    assert numbers["intent/decisions_changed"] == 0.0
     worse = probs.copy()
     flip = np.where(y == 0)[0][:5]  # five rows of class a now predicted as b
     worse[flip] = worse[flip][:, [1, 0, 2]]
-    numbers, reasons = gate({"intent": probs}, {"intent": worse}, {"intent": y}, labels, LIMITS, 10)
+    numbers, reasons = run_gate({"intent": worse})
     assert numbers["intent/top1_agreement"] == pytest.approx(195 / 200)
+    assert numbers["intent/decisions_changed"] == pytest.approx(5 / 200)
     assert numbers["intent/fpr_rise_max"] > 0.005
     assert any("top1_agreement" in r for r in reasons)
     assert any("fpr_rise_max" in r and "(b)" in r for r in reasons)
+
+
+def test_decisions_changed_counts_what_a_user_would_see():
+    ref = np.array([[0.45, 0.40, 0.15], [0.90, 0.05, 0.05], [0.90, 0.05, 0.05], [0.2, 0.7, 0.1]])
+    cand = np.array([[0.40, 0.45, 0.15], [0.70, 0.25, 0.05], [0.05, 0.90, 0.05], [0.2, 0.7, 0.1]])
+    thresholds = np.full((4, 3), 0.8)
+    # row 0: a near tie below the thresholds flips (review either way); row 1: automated by
+    # the reference only; row 2: automated by both with another label; row 3: the same
+    assert decisions_changed(ref, cand, thresholds, 0.0) == 0.5
+    assert decisions_changed(ref, ref, thresholds, 0.0) == 0.0
 
 
 def test_parity_counts_decision_mismatches():

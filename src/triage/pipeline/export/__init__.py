@@ -128,8 +128,6 @@ def run(cfg: Config) -> Path:
     frame = load_split(data_dir, ecfg.split)
     texts, langs = frame["text"].tolist(), frame["lang"].to_numpy()
     targets = label_ids(frame, labels)
-    # per message: its language's thresholds, as the runtime applies them
-    thresholds = {h: row_thresholds(heads_cal[h], names, langs) for h, names in labels.items()}
 
     def served(
         session: Any, tok_json: dict, rows: pd.DataFrame = frame
@@ -160,10 +158,18 @@ def run(cfg: Config) -> Path:
         if calibration.get("novelty") is None
         else NoveltySpec.load(calibration["novelty"], Path(ecfg.calibration).parent)
     )
-    if spec is not None:  # a far-out message is never automatic, as `evaluate` counts it
-        far = spec.far(spec.score(reference_embeddings))
-        for table in thresholds.values():
-            table[far] = np.inf
+
+    def served_thresholds(langs: np.ndarray, embeddings: np.ndarray) -> dict[str, np.ndarray]:
+        """Per message its language's thresholds, as the runtime applies them; a far-out
+        message (by the reference's embedding) is never automatic, as `evaluate` counts it."""
+        out = {h: row_thresholds(heads_cal[h], names, langs) for h, names in labels.items()}
+        if spec is not None:
+            far = spec.far(spec.score(embeddings))
+            for table in out.values():
+                table[far] = np.inf
+        return out
+
+    thresholds = served_thresholds(langs, reference_embeddings)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="triage-export-", dir=out_dir.parent))
@@ -219,20 +225,28 @@ def run(cfg: Config) -> Path:
             candidates.append(candidate)
         sets = {name: eval_set(cfg, name, labels) for name in ecfg.gate_sets}
         set_reference = {
-            name: served(fp32_session, tokenizer_json, rows)[0] for name, rows in sets.items()
+            name: served(fp32_session, tokenizer_json, rows) for name, rows in sets.items()
+        }
+        set_thresholds = {
+            name: served_thresholds(sets[name]["lang"].to_numpy(), embeddings)
+            for name, (_, embeddings) in set_reference.items()
         }
         for name, path, tok_json, quant, trim in candidates:
             candidate_session = open_session(path, ecfg.backend, physical_cores(), quant)
             probs, embeddings = served(candidate_session, tok_json)
-            numbers, reasons = gate(exported, probs, targets, labels, ecfg.gate, ecfg.n_bins)
+            numbers, reasons = gate(
+                exported, probs, targets, labels, ecfg.gate, ecfg.n_bins, thresholds, margin
+            )
             for set_name, set_frame in sets.items():
                 set_numbers, set_reasons = gate(
-                    set_reference[set_name],
+                    set_reference[set_name][0],
                     served(candidate_session, tok_json, set_frame)[0],
                     label_ids(set_frame, labels),
                     labels,
                     ecfg.gate,
                     ecfg.n_bins,
+                    set_thresholds[set_name],
+                    margin,
                 )
                 numbers.update({f"{set_name}/{k}": v for k, v in set_numbers.items()})
                 reasons += [f"{set_name}: {r}" for r in set_reasons]

@@ -64,6 +64,18 @@ def quality(probs: np.ndarray, y: np.ndarray, labels: list[str], n_bins: int) ->
     }
 
 
+def decisions_changed(
+    reference: np.ndarray, candidate: np.ndarray, thresholds: np.ndarray, margin: float
+) -> float:
+    """The share of messages whose served decision differs: automated by one graph and sent to
+    review by the other, or automated by both with different labels. A top label that moves
+    between two classes below their thresholds (a near tie) changes no decision."""
+    auto_ref = coverage_at(reference, thresholds, margin)
+    auto_cand = coverage_at(candidate, thresholds, margin)
+    relabelled = auto_ref & auto_cand & (reference.argmax(1) != candidate.argmax(1))
+    return float(((auto_ref != auto_cand) | relabelled).mean())
+
+
 def gate(
     reference: dict[str, np.ndarray],
     candidate: dict[str, np.ndarray],
@@ -71,16 +83,24 @@ def gate(
     labels: dict[str, list[str]],
     limits: ExportGateConfig,
     n_bins: int,
+    thresholds: dict[str, np.ndarray],
+    margin: float,
 ) -> tuple[dict[str, float], list[str]]:
-    """A smaller bundle against the fp32 graph on the same messages.
+    """A smaller bundle against the fp32 graph on the same messages, served with
+    ``thresholds`` (per message) and ``margin``.
 
     Returns:
         The numbers per head (``{head}/top1_agreement``, ``macro_f1_drop``, ``fpr_rise_max``,
-        ``ece_rise``; drops and rises in points of 1.0) and the reasons it fails (empty: pass).
+        ``ece_rise``; drops and rises in points of 1.0; and, reported but not a limit,
+        ``decisions_changed``, :func:`decisions_changed`) and the reasons it fails (empty:
+        pass).
     """
     numbers: dict[str, float] = {}
     reasons: list[str] = []
     for head, names in labels.items():
+        numbers[f"{head}/decisions_changed"] = decisions_changed(
+            reference[head], candidate[head], thresholds[head], margin
+        )
         agreement = float((reference[head].argmax(1) == candidate[head].argmax(1)).mean())
         checks = {"top1_agreement": (agreement, lambda v: v >= limits.top1_agreement)}
         rise = np.zeros(len(names))
