@@ -15,7 +15,7 @@ from triage.config import ExportGateConfig
 from triage.errors import ConfigError, GateError
 from triage.io import sha256_file
 from triage.pipeline import export
-from triage.pipeline.export.gates import decisions_changed, gate, parity, parity_failures
+from triage.pipeline.export.gates import changed_decisions, gate, parity, parity_failures
 from triage.pipeline.export.graph import onnx_outputs
 from triage.pipeline.export.vocab import (
     bundle_tokenizer,
@@ -228,14 +228,14 @@ def test_gate_passes_identical_and_rejects_a_flipped_class():
     assert any("fpr_rise_max" in r and "(b)" in r for r in reasons)
 
 
-def test_decisions_changed_counts_what_a_user_would_see():
+def test_changed_decisions_are_what_a_user_would_see():
     ref = np.array([[0.45, 0.40, 0.15], [0.90, 0.05, 0.05], [0.90, 0.05, 0.05], [0.2, 0.7, 0.1]])
     cand = np.array([[0.40, 0.45, 0.15], [0.70, 0.25, 0.05], [0.05, 0.90, 0.05], [0.2, 0.7, 0.1]])
     thresholds = np.full((4, 3), 0.8)
     # row 0: a near tie below the thresholds flips (review either way); row 1: automated by
     # the reference only; row 2: automated by both with another label; row 3: the same
-    assert decisions_changed(ref, cand, thresholds, 0.0) == 0.5
-    assert decisions_changed(ref, ref, thresholds, 0.0) == 0.0
+    assert changed_decisions(ref, cand, thresholds, 0.0).tolist() == [False, True, True, False]
+    assert not changed_decisions(ref, ref, thresholds, 0.0).any()
 
 
 def test_parity_counts_decision_mismatches():

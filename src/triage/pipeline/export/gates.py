@@ -19,6 +19,18 @@ from triage.modeling.metrics import (
 from triage.schema import MISSING_LABEL
 
 
+def changed_decisions(
+    reference: np.ndarray, candidate: np.ndarray, thresholds: np.ndarray, margin: float
+) -> np.ndarray:
+    """Per message, whether its served decision differs: automated by one graph and sent to
+    review by the other, or automated by both with different labels. A top label that moves
+    between two classes below their thresholds (a near tie) changes no decision."""
+    auto_ref = coverage_at(reference, thresholds, margin)
+    auto_cand = coverage_at(candidate, thresholds, margin)
+    relabelled = auto_ref & auto_cand & (reference.argmax(1) != candidate.argmax(1))
+    return (auto_ref != auto_cand) | relabelled
+
+
 def parity(
     reference: dict[str, np.ndarray],
     candidate: dict[str, np.ndarray],
@@ -33,10 +45,7 @@ def parity(
         out[f"{head}/max_abs_diff"] = float(np.abs(ref - cand).max())
         out[f"{head}/top1_agreement"] = float((ref.argmax(1) == cand.argmax(1)).mean())
         out[f"{head}/decision_mismatches"] = float(
-            (
-                coverage_at(ref, thresholds[head], margin)
-                != coverage_at(cand, thresholds[head], margin)
-            ).sum()
+            changed_decisions(ref, cand, thresholds[head], margin).sum()
         )
     return out
 
@@ -64,18 +73,6 @@ def quality(probs: np.ndarray, y: np.ndarray, labels: list[str], n_bins: int) ->
     }
 
 
-def decisions_changed(
-    reference: np.ndarray, candidate: np.ndarray, thresholds: np.ndarray, margin: float
-) -> float:
-    """The share of messages whose served decision differs: automated by one graph and sent to
-    review by the other, or automated by both with different labels. A top label that moves
-    between two classes below their thresholds (a near tie) changes no decision."""
-    auto_ref = coverage_at(reference, thresholds, margin)
-    auto_cand = coverage_at(candidate, thresholds, margin)
-    relabelled = auto_ref & auto_cand & (reference.argmax(1) != candidate.argmax(1))
-    return float(((auto_ref != auto_cand) | relabelled).mean())
-
-
 def gate(
     reference: dict[str, np.ndarray],
     candidate: dict[str, np.ndarray],
@@ -92,14 +89,14 @@ def gate(
     Returns:
         The numbers per head (``{head}/top1_agreement``, ``macro_f1_drop``, ``fpr_rise_max``,
         ``ece_rise``; drops and rises in points of 1.0; and, reported but not a limit,
-        ``decisions_changed``, :func:`decisions_changed`) and the reasons it fails (empty:
-        pass).
+        ``decisions_changed``, the share of :func:`changed_decisions`) and the reasons it
+        fails (empty: pass).
     """
     numbers: dict[str, float] = {}
     reasons: list[str] = []
     for head, names in labels.items():
-        numbers[f"{head}/decisions_changed"] = decisions_changed(
-            reference[head], candidate[head], thresholds[head], margin
+        numbers[f"{head}/decisions_changed"] = float(
+            changed_decisions(reference[head], candidate[head], thresholds[head], margin).mean()
         )
         agreement = float((reference[head].argmax(1) == candidate[head].argmax(1)).mean())
         checks = {"top1_agreement": (agreement, lambda v: v >= limits.top1_agreement)}
