@@ -18,7 +18,12 @@ from triage.audit.store import AuditDB
 from triage.cli import main
 from triage.serving.predlog import PredictionLog
 from triage.serving.rollout import RolloutState
-from triage.serving.shared import RolloutTable, SqlPredictionLog, open_prediction_log
+from triage.serving.shared import (
+    STATE_STALENESS_S,
+    RolloutTable,
+    SqlPredictionLog,
+    open_prediction_log,
+)
 
 
 @pytest.fixture(params=DB_BACKENDS)
@@ -112,6 +117,9 @@ def test_two_replicas_write_one_log_obey_one_switch_and_one_audit_samples_both(
         auth = {"Authorization": f"Bearer {token}"}
         flip = httpx.post(f"{urls[0]}/v1/admin/rollout", json={"automation": False}, headers=auth)
         assert flip.status_code == 200, flip.text
+        # the contract: every replica honours a switch within STATE_STALENESS_S (replica two
+        # read the state while classifying just before, maybe less than that ago)
+        time.sleep(STATE_STALENESS_S)
         after = httpx.post(
             f"{urls[1]}/v1/classify", json={"messages": [{"id": "late", "text": texts[0]}]}
         )  # an automated message before the switch
