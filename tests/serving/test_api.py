@@ -429,6 +429,26 @@ def test_a_bundle_that_fails_to_load_keeps_readyz_503(root, tmp_path):
         assert "triage export" in ready.json()["detail"]
 
 
+def test_a_rollout_state_that_cannot_be_opened_keeps_readyz_503_and_says_why(
+    root, bundle, tmp_path
+):
+    """Opening the shared rollout state is part of loading: its failure is reported, not a
+    load thread that dies and a service that says "still loading" for ever."""
+    state_url = f"sqlite:///{tmp_path}/no-such-dir/state.sqlite"
+    scfg = serve_config(
+        root, bundle, tmp_path / "p.sqlite", f"serve.rollout.state_url='{state_url}'"
+    )
+    app = create_app(scfg)
+    with TestClient(app) as client:
+        deadline = time.monotonic() + 30
+        while app.state.service.load_error is None:
+            assert time.monotonic() < deadline, client.get("/readyz").json()
+            time.sleep(0.05)
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and "rollout state failed to load" in ready.json()["detail"]
+        assert "unable to open database file" in ready.json()["detail"]
+
+
 def test_serve_command_fails_clearly_without_a_bundle(tmp_path, capsys):
     assert main(["serve", f"serve.bundle={tmp_path}/none"]) == 1
     assert "not a model bundle" in capsys.readouterr().err

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -83,6 +84,32 @@ def test_one_state_for_every_replica(url):
     assert two.refresh(force=True) and two.state.automation is True
 
 
+def test_replicas_starting_together_all_open_the_log_and_the_state(url):
+    """Four replicas create the tables at once (on PostgreSQL the losers of that race fail on the
+    catalogue's unique index unless retried, and a replica without its rollout state never gets
+    ready): every one opens both and sees the one state."""
+    log_start, state_start, opened, errors = threading.Barrier(4), threading.Barrier(4), [], []
+
+    def replica() -> None:
+        try:
+            log_start.wait()
+            SqlPredictionLog(url, retention_days=None).close()
+        except Exception as exc:  # collected, asserted on below
+            errors.append(exc)
+        try:
+            state_start.wait()
+            opened.append(RolloutTable(url, RolloutState(pilot=("praise",))).state)
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=replica) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors and opened == [RolloutState(pilot=("praise",))] * 4
+
+
 def test_two_replicas_write_one_log_obey_one_switch_and_one_audit_samples_both(
     root, eager_bundle, tmp_path, url, automated_texts
 ):
@@ -100,15 +127,17 @@ def test_two_replicas_write_one_log_obey_one_switch_and_one_audit_samples_both(
         urls.append(f"http://127.0.0.1:{port}")
     try:
         for server, base in zip(servers, urls, strict=True):
-            deadline = time.monotonic() + 90
+            deadline, ready = time.monotonic() + 90, None
             while True:
                 try:
-                    if httpx.get(f"{base}/readyz").status_code == 200:
+                    ready = httpx.get(f"{base}/readyz")
+                    if ready.status_code == 200:
                         break
+                    assert "failed to load" not in ready.text, ready.text
                 except httpx.TransportError:
                     pass
                 assert server.poll() is None, server.stderr.read()
-                assert time.monotonic() < deadline
+                assert time.monotonic() < deadline, None if ready is None else ready.text
                 time.sleep(0.2)
         texts = automated_texts
         for k, base in enumerate(urls):

@@ -10,7 +10,8 @@ their scripts served locally by fastapi-offline, so they work without internet):
                         prediction per message (intent, sentiment, probabilities, decision,
                         action, priority, reason, lang, model_version, message_id)
     GET  /healthz       200 while the process is up
-    GET  /readyz        200 once the bundle is loaded; 503 while loading or after a failed load
+    GET  /readyz        200 once the bundle and the rollout state are loaded; 503 before, or
+                        after either failed to load (the reason in ``detail``)
     GET  /v1/model      the bundle's metadata: version, labels, thresholds, routing, limits
     GET  /metrics       Prometheus: requests, latency histogram, decisions per class, log errors
 
@@ -222,7 +223,9 @@ def create_app(scfg: Any, load: Callable[[], Runtime] | None = None) -> FastAPI:
 
     def not_ready() -> JSONResponse:
         if service.load_error:
-            return _error(503, f"the model bundle failed to load: {service.load_error}")
+            return _error(
+                503, f"the model bundle or the rollout state failed to load: {service.load_error}"
+            )
         return _error(503, "the model bundle is still loading; retry in a few seconds")
 
     @app.get("/healthz", response_model=Status, tags=["ops"])

@@ -71,17 +71,19 @@ class Service:
             started = time.perf_counter()
             try:
                 runtime = self._load()
+                default = RolloutState(pilot=runtime.routing.automation_enabled)
+                rcfg = self.cfg.rollout
+                self.rollout = (
+                    RolloutTable(rcfg.state_url, default)
+                    if rcfg.state_url
+                    else RolloutFile(rcfg.state_file, default)
+                )
             except Exception as exc:  # reported by /readyz and the log; the process stays up
                 self.load_error = f"{type(exc).__name__}: {exc}"
-                log.error("the model bundle failed to load: %s", self.load_error)
+                log.error(
+                    "the model bundle or the rollout state failed to load: %s", self.load_error
+                )
                 return
-            default = RolloutState(pilot=runtime.routing.automation_enabled)
-            rcfg = self.cfg.rollout
-            self.rollout = (
-                RolloutTable(rcfg.state_url, default)
-                if rcfg.state_url
-                else RolloutFile(rcfg.state_file, default)
-            )
             self.metrics.automation.set_function(
                 lambda: float(self.rollout is not None and self.rollout.state.automation)
             )

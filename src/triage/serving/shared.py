@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -51,6 +51,22 @@ def _engine(url: str) -> Any:
     return create_engine(url, pool_pre_ping=True)
 
 
+def _create_tables(engine: Any, table: Any, then: Callable[[], None] | None = None) -> None:
+    """Create ``table`` unless it exists (and run ``then``), retried: replicas starting together
+    race to create it, and PostgreSQL lets the loser fail on its catalogue's unique index
+    (``pg_type_typname_nsp_index``) rather than wait."""
+    for attempt in range(5):
+        try:
+            table.metadata.create_all(engine, checkfirst=True)
+            if then is not None:
+                then()
+            return
+        except Exception:
+            if attempt == 4:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
 class SqlPredictionLog:
     """The prediction log in the database at ``url`` (table ``predictions``); the interface
     of :class:`~triage.serving.predlog.PredictionLog`."""
@@ -73,15 +89,7 @@ class SqlPredictionLog:
             Column("created_us", BigInteger, nullable=False, index=True),
             *(Column(name, types.get(name, Text), index=name == "message_id") for name in FIELDS),
         )
-        for attempt in range(3):  # replicas starting together may race to create the table
-            try:
-                self.table.metadata.create_all(self.engine, checkfirst=True)
-                self._add_missing_columns()
-                break
-            except Exception:
-                if attempt == 2:
-                    raise
-                time.sleep(0.2)
+        _create_tables(self.engine, self.table, then=self._add_missing_columns)
 
     def _add_missing_columns(self) -> None:
         """A table written by an older version lacks newer columns (``rollout``, ``novelty``):
@@ -170,7 +178,7 @@ class RolloutTable:
             Column("version", BigInteger, nullable=False),
             Column("state", Text, nullable=False),
         )
-        self.table.metadata.create_all(self.engine, checkfirst=True)
+        _create_tables(self.engine, self.table)
         self._seen_version: int | None = None
         self._checked = 0.0
         self.state = default
