@@ -73,3 +73,15 @@ def test_every_train_config_composes(root, train):
     assert cfg.train.epochs > 0
     if train.startswith("distill"):
         assert cfg.train.distill.teacher and "massive" in cfg.train.distill.unlabelled
+
+
+MODEL_CONFIGS = sorted(p.stem for p in (ROOT / "configs" / "model").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("model", MODEL_CONFIGS)
+def test_every_model_config_composes_with_valid_layers(root, model):
+    cfg = load_config([f"model={model}"], root=root)
+    layers = cfg.model.layers
+    if layers is not None:  # a student: distinct layers of the 12, in order
+        assert list(layers) == sorted(set(layers)) and layers[0] >= 0 and layers[-1] < 12
+        assert model.endswith(f"_l{len(layers)}")
