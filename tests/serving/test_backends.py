@@ -136,10 +136,10 @@ def test_accuracy_control_puts_operations_back_into_float(bundle, pipeline, tmp_
         return static_int8(bundle / "model.onnx", out, calibration, validation, *args)
 
     plain = quantized(1.0)  # any drop allowed: nothing is put back
-    assert plain["matmuls_in_float"] == 0
+    assert plain["operations_in_float"] == 0
     outcome = quantized(0.0)
     assert outcome["validation_agreement"] == 1.0
-    assert (outcome["matmuls_in_float"] > 0) == (plain["validation_agreement"] < 1.0)
+    assert (outcome["operations_in_float"] > 0) == (plain["validation_agreement"] < 1.0)
 
     def top_labels(path, quantization):
         session = open_session(path, "onnxruntime", 1, quantization)

@@ -53,8 +53,8 @@ def static_int8(
     """Write ``src`` quantised to int8 by NNCF to ``out``: activation ranges from the
     ``calibration`` messages, accuracy control on the ``validation`` messages (both as token
     ids, tokenised as the runtime tokenises), run on ``backend``, putting at most
-    ``max_reverted`` operation groups back into float. Returns how many MatMuls are left in
-    float (``matmuls_in_float``, see :func:`matmuls_in_float`) and the share of validation top
+    ``max_reverted`` operation groups back into float. Returns how many operations are left in
+    float (``operations_in_float``, see :func:`operations_in_float`) and the share of validation top
     labels (messages x heads) that stayed the float graph's (``validation_agreement``).
 
     Raises:
@@ -120,25 +120,34 @@ def static_int8(
         )
     onnx.save(quantized, str(out))
     return {
-        "matmuls_in_float": float(matmuls_in_float(quantized)),
+        "operations_in_float": float(operations_in_float(quantized)),
         "validation_agreement": agreement(quantized, range(len(validation)))[0],
     }
 
 
-def matmuls_in_float(model: onnx.ModelProto) -> int:
-    """How many of ``model``'s MatMuls take an input in float: one that does not come out of a
-    DequantizeLinear, directly or through the reshapes and transposes that the attention puts
-    between its quantisers and its MatMuls (NNCF's transformer preset quantises every MatMul's
-    inputs, so these are the ones accuracy control put back)."""
+def operations_in_float(model: onnx.ModelProto) -> int:
+    """How many of ``model``'s operations that NNCF's transformer preset quantises (every
+    MatMul, the heads' Gemms, the embeddings' Gathers) take an input in float, i.e. were put
+    back by accuracy control: an input is int8 when it comes out of a DequantizeLinear, directly
+    or through the reshapes and transposes that the attention puts between its quantisers and its
+    MatMuls. A Gather counts only on a table (an initializer), not on a shape."""
     int8 = set()
     for node in model.graph.node:  # ONNX nodes come in topological order
         if node.op_type == "DequantizeLinear" or (
             node.op_type in ("Reshape", "Transpose") and node.input[0] in int8
         ):
             int8.add(node.output[0])
-    return sum(
-        n.op_type == "MatMul" and not all(i in int8 for i in n.input) for n in model.graph.node
-    )
+    tables = {i.name for i in model.graph.initializer} | int8
+    count = 0
+    for node in model.graph.node:
+        if node.op_type in ("MatMul", "Gemm"):
+            inputs = node.input[:2]  # a Gemm's third input is its bias, never quantised
+        elif node.op_type == "Gather" and node.input[0] in tables:
+            inputs = node.input[:1]  # its second is the indices
+        else:
+            continue
+        count += not all(i in int8 for i in inputs)
+    return count
 
 
 def smoothed(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> onnx.ModelProto:
