@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 import pandas as pd
 import pytest
+from onnx import helper, numpy_helper
 from sklearn.metrics import f1_score
 
 from tests.serving.test_runtime import blocked_run
@@ -17,7 +18,14 @@ from triage.batching import padded_batches
 from triage.errors import TriageError
 from triage.pipeline import export
 from triage.pipeline.export.static import static_int8
-from triage.pipeline.export.storage import STORAGE, int8_storage, symmetric_int8
+from triage.pipeline.export.storage import (
+    STORAGE,
+    WEIGHT_BLOCK,
+    blocked_int8,
+    int8_storage,
+    restore_blocked,
+    symmetric_int8,
+)
 from triage.serving.backends import BACKENDS, STATIC_INT8, open_session, session_options
 from triage.serving.bundle import read_manifest
 from triage.serving.runtime import Runtime
@@ -25,7 +33,7 @@ from triage.serving.runtime import Runtime
 
 def test_symmetric_int8_restores_within_half_a_step():
     w = np.array([[0.5, -2.0, 0.0], [-1.0, 1.0, 0.0]], dtype=np.float32)
-    q, scale = symmetric_int8(w, axis=1)  # one scale per column
+    q, scale = symmetric_int8(w, shared=0)  # one scale per column
     np.testing.assert_allclose(scale.ravel(), [1 / 127, 2 / 127, 1.0])
     assert q.dtype == np.int8 and q[1, 0] == -127 and q[0, 1] == -127 and (q[:, 2] == 0).all()
     assert np.abs(q * scale - w).max() <= scale.max() / 2
@@ -43,10 +51,36 @@ def test_int8_storage_rewrites_the_embedding_and_every_matmul_weight(bundle, tmp
         int8_storage(src, out, weights=quant == "int8_weights")
         graph = onnx.load(str(out)).graph
         int8 = [i.name for i in graph.initializer if i.data_type == onnx.TensorProto.INT8]
-        dq = [n for n in graph.node if n.op_type == "DequantizeLinear"]
+        restored = [n for n in graph.node if n.output[0].endswith("_dequantized")]
         assert any("word_embeddings" in name for name in int8)
-        assert len(dq) == (matmuls if quant == "int8_weights" else 0)
+        assert len(restored) == (matmuls if quant == "int8_weights" else 0)
         assert out.stat().st_size < src.stat().st_size
+
+
+def test_blocked_int8_keeps_one_scale_per_block_of_rows_in_each_column(tmp_path):
+    """A weight whose rows differ in size by 1000x per block: one scale per column would
+    round the small block to zero, one per block of rows restores every row within half its
+    own step, and the restoring nodes give back the weight's shape."""
+    rows, columns = 2 * WEIGHT_BLOCK, 3
+    w = np.random.default_rng(0).normal(size=(rows, columns)).astype(np.float32)
+    w[:WEIGHT_BLOCK] *= 1e-3
+    q, scale, shape = (numpy_helper.to_array(t) for t in blocked_int8(w, "w"))
+    assert q.dtype == np.int8 and scale.shape == (columns, 2, 1) and list(shape) == [columns, rows]
+    graph = helper.make_graph(
+        restore_blocked("w"),
+        "restore",
+        [],
+        [helper.make_tensor_value_info("w_dequantized", onnx.TensorProto.FLOAT, None)],
+        blocked_int8(w, "w"),
+    )
+    path = tmp_path / "restore.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    (restored,) = open_session(path, "onnxruntime", 1).run(None, {})
+    np.testing.assert_array_equal(restored, (q * scale).reshape(columns, rows).T)
+    small, big = scale[:, 0, 0], scale[:, 1, 0]  # per column: the small block's, the big one's
+    assert (np.abs(restored - w)[:WEIGHT_BLOCK] <= small / 2 + 1e-9).all()
+    # with the big block's scale (one per column) every small row would round to 0
+    assert (np.abs(w[:WEIGHT_BLOCK]) < big / 2).all()
 
 
 @pytest.fixture(scope="module", params=BACKENDS)

@@ -44,8 +44,9 @@ def session_options(threads: int, quantization: str = "none") -> ort.SessionOpti
     # single-message p50 11.4 ms without spinning against 21.2 ms with it.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     # int8-stored weights (export's int8_weights): constant folding turns each weight's
-    # DequantizeLinear into an fp32 initializer at load, so the arithmetic is fp32. Only
-    # int8_static graphs have quantised activations, whose QDQ node units must stay fused.
+    # restoring nodes (a DequantizeLinear in bundles exported before 2026-12-07) into an fp32
+    # initializer at load, so the arithmetic is fp32. Only int8_static graphs have quantised
+    # activations, whose QDQ node units must stay fused.
     if quantization != STATIC_INT8:
         options.add_session_config_entry("session.disable_quant_qdq", "1")
     return options
