@@ -9,8 +9,9 @@ Storing only the weights in 8 bits keeps the activations in float:
 - every ``MatMul`` weight as int8 with one scale per block of :data:`WEIGHT_BLOCK` input rows
   of each output column, restored by ``Cast``, ``Mul`` and ``Reshape`` from constants only, which
   the runtime folds into fp32 weights when it loads the graph. With one scale per whole column
-  (as ``DequantizeLinear`` on opset 18 allows) 1-1.5% of real-text top labels moved, more than
-  the gate's 1%; in blocks of 32 rows 0.4-0.7% (docs/results.md, "A compact model").
+  (as ``DequantizeLinear`` on opset 18 allows) 1.2-1.5% of the 12-layer model's real-text
+  intents moved, more than the gate's 1%; in blocks of 32 rows 0.5-0.7% (docs/results.md, "A
+  compact model").
 """
 
 from __future__ import annotations
