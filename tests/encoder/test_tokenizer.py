@@ -30,7 +30,7 @@ def test_committed_corpus_pieces_keep_common_dutch_and_english_messages_intact(t
     from triage.pipeline.export.vocab import bundle_tokenizer, listed_pieces, trim_vocabulary
 
     full_json = json.loads(tokenizer.backend_tokenizer.to_str())
-    trimmed_json, keep = trim_vocabulary(
+    trimmed_json, keep, _ = trim_vocabulary(
         full_json, [], "query: ", listed_pieces(root / "data" / "vocab" / "pieces.json")
     )
     assert len(keep) < 60_000

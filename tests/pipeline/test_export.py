@@ -140,7 +140,7 @@ def test_trimmed_vocabulary_tokenises_its_corpus_exactly(tiny_encoder):
     tokenizer_json = json.loads((tiny_encoder / "tokenizer.json").read_text())
     texts = ["Waar blijft mijn pakket? 📦", "where is my order, café déjà vu"]
     # the first text as a split's text, the second through the corpus pieces
-    trimmed_json, keep = trim_vocabulary(
+    trimmed_json, keep, _ = trim_vocabulary(
         tokenizer_json, texts[:1], "query: ", used_pieces(tokenizer_json, texts[1:], "query: ")
     )
     full, small = bundle_tokenizer(tokenizer_json), bundle_tokenizer(trimmed_json)
@@ -182,7 +182,7 @@ def test_trim_drops_other_scripts_and_keeps_used_pieces():
         "decoder": None,
         "model": {"type": "Unigram", "unk_id": 1, "vocab": vocab, "byte_fallback": False},
     }
-    trimmed, _keep = trim_vocabulary(tokenizer_json, [], "", pieces=["▁hallo", "▁nope"])
+    trimmed, _keep, _ = trim_vocabulary(tokenizer_json, [], "", pieces=["▁hallo", "▁nope"])
     kept = [p for p, _ in trimmed["model"]["vocab"]]
     assert "▁привет" not in kept and "▁hallo" in kept and "п" in kept  # listed, single chars
     assert bundle_tokenizer(trimmed).encode("привет").tokens == ["▁", *"привет"]
@@ -191,11 +191,13 @@ def test_trim_drops_other_scripts_and_keeps_used_pieces():
         "▁",
         *"hallo",
     ]  # neither listed nor used: single characters
-    latin, _ = trim_vocabulary(tokenizer_json, [], "", keep_latin=True)
+    latin, _, head = trim_vocabulary(tokenizer_json, [], "", keep_latin=True)
     assert bundle_tokenizer(latin).encode("hallo").tokens == ["▁hallo"]  # Latin: kept
+    # kept only as a Latin piece: after the corpus' pieces, in the rare tail
+    assert [p for p, _ in latin["model"]["vocab"]][head:] == ["▁hallo"]
     assert bundle_tokenizer(latin).encode("привет").tokens == ["▁", *"привет"]
     assert latin_piece("▁café📦!") and not latin_piece("▁привет")
-    used, _ = trim_vocabulary(tokenizer_json, ["привет"], "")
+    used, _, _ = trim_vocabulary(tokenizer_json, ["привет"], "")
     assert "▁привет" in [p for p, _ in used["model"]["vocab"]]
     assert used_pieces(tokenizer_json, ["привет hallo"], "") == {"▁привет", "▁hallo"}
     report = fallback_report(tokenizer_json, trimmed, ["hallo", "привет"], "")

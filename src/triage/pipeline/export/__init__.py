@@ -61,7 +61,7 @@ from triage.pipeline.export.gates import bundle_metrics, fmt, gate, parity, pari
 from triage.pipeline.export.graph import export_graph, onnx_outputs, quantize
 from triage.pipeline.export.manifest import build_manifest, language_temperatures, write_bundle
 from triage.pipeline.export.static import static_int8
-from triage.pipeline.export.storage import STORAGE, int8_storage
+from triage.pipeline.export.storage import INT4_TAIL, STORAGE, int8_storage
 from triage.pipeline.export.vocab import (
     bundle_tokenizer,
     listed_pieces,
@@ -194,6 +194,7 @@ def run(cfg: Config) -> Path:
         chosen["tokenizer"], chosen["probs"] = tokenizer_json, exported
         chosen["embeddings"] = exported_embeddings
         graphs = [("", fp32, tokenizer_json, False)]
+        tail_from = None  # where the trimmed vocabulary's rare tail starts, if it has one
         if ecfg.trim_vocab:
             corpus = [
                 t
@@ -201,7 +202,7 @@ def run(cfg: Config) -> Path:
                 if split != ecfg.split and (data_dir / f"{split}.parquet").is_file()
                 for t in load_split(data_dir, split)["text"]
             ]
-            trimmed_json, keep = trim_vocabulary(
+            trimmed_json, keep, head = trim_vocabulary(
                 tokenizer_json,
                 corpus,
                 prefix,
@@ -212,12 +213,18 @@ def run(cfg: Config) -> Path:
                 raise ConfigError(
                     "the trimmed vocabulary moves the pad token; set export.trim_vocab=false"
                 )
-            log.info("vocabulary: %d of %d pieces kept", len(keep), hf_tokenizer.vocab_size)
+            log.info(
+                "vocabulary: %d of %d pieces kept (%d of them for the corpus)",
+                len(keep),
+                hf_tokenizer.vocab_size,
+                head,
+            )
             report["vocab_kept"] = len(keep)
+            tail_from = head if head < len(keep) else None
             trimmed = work / "trimmed.onnx"
             export_graph(trimmed_model(model, keep), temperatures, pad_id, trimmed, ecfg.opset)
             graphs.append(("trimmed", trimmed, trimmed_json, True))
-        candidates = smaller_graphs(graphs, work, ecfg)
+        candidates = smaller_graphs(graphs, work, ecfg, tail_from)
         if static.enabled:
             candidate, report["static_int8"] = static_candidate(
                 cfg, graphs[-1], work, prefix, max_length, pad_id
@@ -303,25 +310,31 @@ def run(cfg: Config) -> Path:
 
 
 def smaller_graphs(
-    graphs: list[tuple[str, Path, dict, bool]], work: Path, ecfg: ExportConfig
+    graphs: list[tuple[str, Path, dict, bool]],
+    work: Path,
+    ecfg: ExportConfig,
+    tail_from: int | None,
 ) -> list[tuple[str, Path, dict, str, bool]]:
     """The candidates the gate judges, as (name, graph, tokenizer, quantization, vocabulary
     trimmed): per base graph (``""`` for fp32, ``trimmed``) the base itself (the fp32 one only
-    on a backend other than onnxruntime, where it is not the reference), its 8-bit storage
-    variants (``export.int8_storage``) and dynamic int8 (``export.quantize``), written in
-    ``work``."""
+    on a backend other than onnxruntime, where it is not the reference), its low-bit storage
+    variants (``export.int8_storage``: int8 embeddings, int8 weights, and for a trimmed graph
+    whose vocabulary has a rare tail from row ``tail_from`` on, that tail in 4 bits) and dynamic
+    int8 (``export.quantize``), written in ``work``."""
     out = []
     for base, path, tok_json, trim in graphs:
         if base or ecfg.backend != ONNXRUNTIME:
             out.append((base or "fp32", path, tok_json, "none", trim))
-        variants = [q for q in STORAGE if ecfg.int8_storage] + ["int8"] * ecfg.quantize
+        storage = list(STORAGE) + ([INT4_TAIL] if trim and tail_from is not None else [])
+        variants = (storage if ecfg.int8_storage else []) + ["int8"] * ecfg.quantize
         for quant in variants:
             name = f"{base}_{quant}".lstrip("_")
             graph = work / f"{name}.onnx"
             if quant == "int8":
                 quantize(path, graph)
             else:
-                int8_storage(path, graph, weights=quant == "int8_weights")
+                tail = tail_from if quant == INT4_TAIL else None
+                int8_storage(path, graph, weights=quant != "int8_embedding", tail_from=tail)
             out.append((name, graph, tok_json, quant, trim))
     return out
 

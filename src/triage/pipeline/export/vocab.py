@@ -52,15 +52,18 @@ def trim_vocabulary(
     prefix: str,
     pieces: Iterable[str] = (),
     keep_latin: bool = False,
-) -> tuple[dict, np.ndarray]:
+) -> tuple[dict, np.ndarray, int]:
     """Keep the specials, every single-character piece, the pieces ``texts`` use, the listed
     ``pieces`` (those in the vocabulary; the rest are ignored) and, with ``keep_latin``, every
     piece whose letters are all Latin (then any Latin-script text tokenises exactly as before).
 
     Returns:
-        The trimmed tokenizer JSON and the kept old ids in new-id order (the rows of the
-        embedding matrix to keep). Kept pieces keep their relative order, so the special tokens
-        at the front keep their ids.
+        The trimmed tokenizer JSON, the kept old ids in new-id order (the rows of the embedding
+        matrix to keep) and how many of them come first: the pieces kept for the corpus (the
+        specials, single characters, ``texts``' and the listed pieces), then the Latin pieces
+        only ``keep_latin`` kept (the vocabulary's rare tail, which export may store in fewer
+        bits). Each part keeps its pieces' relative order, so the special tokens at the front
+        keep their ids.
 
     Raises:
         ConfigError: a tokenizer model or post-processor this function does not know.
@@ -80,12 +83,9 @@ def trim_vocabulary(
         for encoding in tokenizer.encode_batch([prefix + t for t in chunk]):
             used.update(encoding.ids)
     listed = set(pieces)
-    used.update(
-        i
-        for i, p in enumerate(vocab)
-        if p in listed or _single(p) or (keep_latin and latin_piece(p))
-    )
-    keep = np.array(sorted(used))
+    used.update(i for i, p in enumerate(vocab) if p in listed or _single(p))
+    tail = [i for i, p in enumerate(vocab) if keep_latin and i not in used and latin_piece(p)]
+    keep = np.array(sorted(used) + tail, dtype=np.int64)
     new_id = {int(old): new for new, old in enumerate(keep)}
     out = copy.deepcopy(tokenizer_json)
     if model["type"] == "Unigram":
@@ -105,7 +105,7 @@ def trim_vocabulary(
             post[key] = [post[key][0], new_id[post[key][1]]]
     elif post:
         raise ConfigError(f"cannot trim with a {post['type']} post-processor")
-    return out, keep
+    return out, keep, len(used)
 
 
 def _chunks(items: list, size: int) -> Iterable[list]:
@@ -188,7 +188,7 @@ def build(cfg: Config) -> Path:
         "corpus_texts": len(corpus),
         "corpus_pieces": len(pieces),
         "pieces_full": len(bundle_tokenizer(tokenizer_json).get_vocab()),
-        "pieces_kept": {variant: len(keep) for variant, (_, keep) in trims.items()},
+        "pieces_kept": {variant: len(keep) for variant, (_, keep, _) in trims.items()},
         "heldout": {},
     }
     sets = to_container(cfg.evaluate.sets)
@@ -198,7 +198,7 @@ def build(cfg: Config) -> Path:
         texts = source_texts({name: sets[name]}, root, public, where="evaluate.sets")
         report["heldout"][name] = {
             variant: fallback_report(tokenizer_json, trimmed, texts, prefix)
-            for variant, (trimmed, _) in trims.items()
+            for variant, (trimmed, _, _) in trims.items()
         }
     out = Path(vcfg.pieces)
     out.parent.mkdir(parents=True, exist_ok=True)
