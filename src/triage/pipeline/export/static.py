@@ -54,8 +54,8 @@ def static_int8(
     ``calibration`` messages, accuracy control on the ``validation`` messages (both as token
     ids, tokenised as the runtime tokenises), run on ``backend``, putting at most
     ``max_reverted`` operation groups back into float. Returns how many operations are left in
-    float (``operations_in_float``, see :func:`operations_in_float`) and the share of validation top
-    labels (messages x heads) that stayed the float graph's (``validation_agreement``).
+    float (``operations_in_float``, see :func:`operations_in_float`) and the share of validation
+    top labels (messages x heads) that stayed the float graph's (``validation_agreement``).
 
     Raises:
         ConfigError: NNCF is not installed.

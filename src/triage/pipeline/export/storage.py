@@ -1,4 +1,5 @@
-"""8-bit storage with float compute (issue 18): a quarter of the bytes, the fp32 arithmetic.
+"""8-bit (and 4-bit) storage with float compute (issue 18): a quarter of the bytes or less, the
+fp32 arithmetic.
 
 Dynamic int8 (:func:`.graph.quantize`) also quantises the activations, and this encoder's
 activation outliers (the feed-forward output projection's input) cost it 2-4% of top labels.
@@ -7,11 +8,11 @@ Storing only the weights in 8 bits keeps the activations in float:
 - the word-embedding table as int8 rows with one scale per row, looked up as two ``Gather``
   nodes (the int8 rows and their scales) and a ``Mul``: the table stays int8 in memory too;
 - every ``MatMul`` weight as int8 with one scale per block of :data:`WEIGHT_BLOCK` input rows
-  of each output column, restored by ``Cast``, ``Mul`` and ``Reshape`` from constants only, which
-  the runtime folds into fp32 weights when it loads the graph. With one scale per whole column
-  (as ``DequantizeLinear`` on opset 18 allows) 1.2-1.5% of the 12-layer model's real-text
-  intents moved, more than the gate's 1%; in blocks of 32 rows 0.5-0.7% (docs/results.md, "A
-  compact model");
+  of each output column, restored by ``Cast``, ``Mul``, ``Reshape`` and ``Transpose`` from
+  constants only, which the runtime folds into fp32 weights when it loads the graph. With one
+  scale per whole column (as ``DequantizeLinear`` on opset 18 allows) 1.2-1.5% of the 12-layer
+  model's real-text intents moved, more than the gate's 1%; in blocks of 32 rows 0.5-0.7%
+  (docs/results.md, "A compact model");
 - with a trimmed vocabulary, its rare tail (the Latin pieces kept only so that any Dutch or
   English text tokenises as before, :func:`.vocab.trim_vocabulary`) in 4 bits
   (:func:`asymmetric_int4`, the ``int4_tail`` variant): two thirds of the rows, which few tokens
