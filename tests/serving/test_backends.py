@@ -91,12 +91,17 @@ def test_asymmetric_int4_restores_within_half_a_step():
     packed, step, low = asymmetric_int4(rows)
     assert packed.dtype == np.uint8 and packed.shape == (5, TAIL_BLOCK)
     assert step.shape == low.shape == (5, 2, 1) and step.dtype == np.float16
-    codes = np.stack([packed & 15, packed >> 4], axis=-1).reshape(5, 2, TAIL_BLOCK)
-    restored = (codes * step.astype(np.float32) + low.astype(np.float32)).reshape(rows.shape)
-    error = np.abs(restored - rows).reshape(5, 2, TAIL_BLOCK)
+    error = np.abs(unpacked_int4(packed, step, low) - rows).reshape(5, 2, TAIL_BLOCK)
     assert (error <= step.astype(np.float32) / 2 + 2e-3).all()  # + float16's rounding
     with pytest.raises(ValueError, match="4-bit blocks"):
         asymmetric_int4(rows[:, :-1])
+
+
+def unpacked_int4(packed: np.ndarray, step: np.ndarray, low: np.ndarray) -> np.ndarray:
+    """:func:`asymmetric_int4`'s rows restored in numpy: ``code * step + minimum``."""
+    codes = np.stack([packed & 15, packed >> 4], axis=-1).reshape(*step.shape[:2], TAIL_BLOCK)
+    rows = codes * step.astype(np.float32) + low.astype(np.float32)
+    return rows.reshape(len(packed), -1)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -125,9 +130,7 @@ def test_a_tail_in_4_bits_is_looked_up_next_to_an_int8_head(backend, tmp_path):
     (got,) = open_session(small, backend, 1).run(None, {"ids": asked})
     q, scale = symmetric_int8(table[:tail_from], shared=1)
     packed, step, low = asymmetric_int4(table[tail_from:])
-    codes = np.stack([packed & 15, packed >> 4], axis=-1).reshape(len(packed), -1, TAIL_BLOCK)
-    tail = (codes * step.astype(np.float32) + low.astype(np.float32)).reshape(-1, width)
-    expected = np.concatenate([q * scale, tail])[asked]
+    expected = np.concatenate([q * scale, unpacked_int4(packed, step, low)])[asked]
     np.testing.assert_allclose(got, expected, rtol=1e-2 if backend == "openvino" else 1e-6)
     with pytest.raises(ValueError, match="both sides"):
         int8_storage(src, small, weights=False, tail_from=rows)
