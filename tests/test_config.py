@@ -34,6 +34,12 @@ def test_paths_are_absolute_and_overridable(root, monkeypatch, tmp_path):
     assert cfg.paths.public_data == str(tmp_path)
 
 
+def test_a_relative_root_is_resolved(root, monkeypatch):
+    monkeypatch.chdir(root.parent)
+    cfg = load_config([], root=type(root)(root.name))  # e.g. load_config(root=Path("main"))
+    assert cfg.paths.root == str(root)
+
+
 @pytest.mark.parametrize(
     "override",
     [

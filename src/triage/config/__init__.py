@@ -89,7 +89,7 @@ def load_config(overrides: list[str] | None = None, root: Path | None = None) ->
         ConfigError: the composition failed (unknown group option, unknown key, wrong type,
             a required value left unset).
     """
-    root = root or project_root()
+    root = (root or project_root()).resolve()  # Hydra wants an absolute config folder
     config_dir = root / "configs"
     if not (config_dir / "config.yaml").is_file():
         raise ConfigError(
