@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.conftest import ROOT
@@ -36,7 +38,7 @@ def test_paths_are_absolute_and_overridable(root, monkeypatch, tmp_path):
 
 def test_a_relative_root_is_resolved(root, monkeypatch):
     monkeypatch.chdir(root.parent)
-    cfg = load_config([], root=type(root)(root.name))  # e.g. load_config(root=Path("main"))
+    cfg = load_config([], root=Path(root.name))  # relative to the working directory
     assert cfg.paths.root == str(root)
 
 

@@ -81,16 +81,14 @@ def int8_storage(src: Path, out: Path, weights: bool, tail_from: int | None = No
     new_nodes: list[onnx.NodeProto] = []
     replaced: dict[str, list[onnx.TensorProto]] = {}
     for node in graph.node:
-        if node is table and tail_from is not None:
-            name = node.input[0]
-            lookup, replaced[name] = tail_lookup(
-                numpy_helper.to_array(inits[name]), tail_from, name, node.input[1], node.output[0]
-            )
-            new_nodes += lookup
-            continue
         if node is table:
             name, ids, output = node.input[0], node.input[1], node.output[0]
-            q, scale = symmetric_int8(numpy_helper.to_array(inits[name]), shared=1)
+            rows = numpy_helper.to_array(inits[name])
+            if tail_from is not None:
+                lookup, replaced[name] = tail_lookup(rows, tail_from, name, ids, output)
+                new_nodes += lookup
+                continue
+            q, scale = symmetric_int8(rows, shared=1)
             replaced[name] = [
                 numpy_helper.from_array(q, f"{name}_int8"),
                 numpy_helper.from_array(scale, f"{name}_scale"),
